@@ -1,0 +1,38 @@
+# Two commands do everything: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TOY    := data/toy/.complete
+RUN    ?= runs/$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: venv data toy-clip demo test test-fast lab bench clean
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+data: $(TOY)
+$(TOY): $(STAMP)
+	$(PY) -m teachclip_lite.toy --out data/toy
+
+toy-clip: $(TOY)
+	$(PY) -m teachclip_lite.backbone pretrain-toy --data data/toy --out teachclip_lite/assets/toy_clip.pt
+
+demo: $(TOY)
+	$(PY) -m teachclip_lite.demo --out $(RUN)
+
+test: $(TOY)
+	$(PY) -m pytest -q
+
+lab: $(TOY)
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: $(TOY)
+	$(PY) -m teachclip_lite.bench --out runs/bench.json
+
+clean:
+	rm -rf data/toy data/cache runs

@@ -1,0 +1,2 @@
+"""teachclip-lite: efficient text-to-video retrieval the TeachCLIP way, small enough to learn from."""
+__version__ = "0.1.0"
