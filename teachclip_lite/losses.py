@@ -90,14 +90,14 @@ def teaching_loss(student_logits: torch.Tensor, student_scores: torch.Tensor | N
     """
     w_nce, w_coarse, w_fine = weights
     nce = info_nce(student_logits)
-    loss, parts = w_nce * nce, {"nce": float(nce)}
+    loss, parts = w_nce * nce, {"nce": nce.item()}
     if w_coarse and teacher_logits:
         c = torch.stack([coarse_loss(student_logits, t, coarse) for t in teacher_logits]).mean()
-        loss, parts["coarse"] = loss + w_coarse * c, float(c)
+        loss, parts["coarse"] = loss + w_coarse * c, c.item()
     if w_fine and teacher_relevance:
         if student_scores is None:
             raise ValueError("fine-grained teaching needs a student with AFA (frame scores)")
         f = torch.stack([fine_loss(student_scores, r, mask, fine) for r in teacher_relevance]).mean()
-        loss, parts["fine"] = loss + w_fine * f, float(f)
-    parts["loss"] = float(loss)
+        loss, parts["fine"] = loss + w_fine * f, f.item()
+    parts["loss"] = loss.item()
     return loss, parts

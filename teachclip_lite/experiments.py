@@ -1,0 +1,349 @@
+"""The named ablation: which parts of TeachCLIP do what, over several seeds.
+
+Models (the keys the benchmark and the notebooks use):
+
+| name | what it is |
+|---|---|
+| meanP | CLIP4Clip mean pooling, InfoNCE only |
+| afa | the same student with AFA aggregation, InfoNCE only |
+| afa_nce02 | afa with InfoNCE weighted 0.2 and nothing else (teachclip's InfoNCE weight, no teacher) |
+| teacher_xpool, teacher_xclip, teacher_ts2net | the fine-grained teachers, InfoNCE |
+| teacher_ensemble | the three teachers' logits averaged (no extra training) |
+| teachclip_coarse | afa + coarse-grained teaching by all teachers |
+| teachclip_fine | afa + fine-grained teaching by all teachers |
+| teachclip | afa + coarse + fine (the method) |
+
+Every model trains with the same `TrainConfig` (epochs, batches, schedule) and
+keeps its best-validation-R@1 checkpoint, so a gain cannot come from a different
+budget or from one model overfitting longer than another. Teachers are trained
+once per seed and reused by every teachclip_* student of that seed; the students
+of a seed share the teachers' batch logits (same seed, same batches).
+
+On the toy world, the ground truth says which frames each test query describes:
+`attention_hit` (AFA weight on those frames) and `attention_hit_any` (on any
+event frame), beside the uniform-weight value in `Results.uniform`.
+`synthetic_features` draws a feature-space stand-in for the toy world, for tests
+and for trying the pipeline without the toy CLIP.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .features import FeatureSet, TextFeatures, VideoFeatures
+from .metrics import attention_hit, attention_hit_any, retrieval_metrics, uniform_weights
+from .student import StudentConfig
+from .teachers import TEACHERS, EnsembleTeacher
+from .train import TrainConfig, evaluate_student, evaluate_teacher, train_student, train_teacher
+
+STUDENTS = ("meanP", "afa", "afa_nce02", "teachclip_coarse", "teachclip_fine", "teachclip")
+TEACHER_MODELS = ("teacher_xpool", "teacher_xclip", "teacher_ts2net", "teacher_ensemble")
+ALL_MODELS = ("meanP", "afa", "afa_nce02", *TEACHER_MODELS, "teachclip_coarse", "teachclip_fine", "teachclip")
+METRICS = ("t2v_r1", "t2v_r5", "t2v_r10", "t2v_mdr", "t2v_mnr", "sumr", "v2t_r1", "attention_hit",
+           "attention_hit_any")
+
+
+@dataclass
+class ExperimentConfig:
+    seeds: tuple[int, ...] = (0, 1, 2)
+    models: tuple[str, ...] = ALL_MODELS
+    train: TrainConfig = field(default_factory=TrainConfig)
+    teacher_train: TrainConfig | None = None   # None: the students' budget (seed set per run)
+    student: dict = field(default_factory=dict)  # StudentConfig fields shared by all students (layers, ...)
+    teachers: tuple[str, ...] = TEACHERS       # who teaches the teachclip_* students
+    eval_split: str = "test"
+    truth_root: str | None = "data/toy"         # toy ground truth for attention_hit (None: skip)
+    out_dir: str | None = None                  # checkpoints + results; a rerun resumes
+
+    def __post_init__(self):
+        bad = [m for m in self.models if m not in ALL_MODELS]
+        if bad:
+            raise ValueError(f"unknown models {bad}; choose from {ALL_MODELS}")
+
+    @classmethod
+    def quick(cls, **kw) -> "ExperimentConfig":
+        """Seconds, not minutes: one seed, two epochs, for tests and notebook smoke runs."""
+        kw.setdefault("seeds", (0,))
+        kw.setdefault("train", TrainConfig(epochs=2, batch_size=64))
+        return cls(**kw)
+
+
+@dataclass
+class Results:
+    rows: list[dict]                      # one per (model, seed): metrics + train seconds
+    uniform: dict                         # attention_hit(_any) of uniform weights on the eval split
+    config: dict
+    seconds: float = 0.0
+    models: dict = field(default_factory=dict)      # (name, seed) -> trained Student / Teacher
+    histories: dict = field(default_factory=dict)   # (name, seed) -> per-epoch history
+    weights: dict = field(default_factory=dict)     # (name, seed) -> AFA weights [Nq, T] of the eval queries
+
+    def summary(self) -> dict[str, dict]:
+        """model -> mean over seeds of every metric, plus "std" (population std over seeds) and "seeds"."""
+        out = {}
+        for name in dict.fromkeys(r["model"] for r in self.rows):
+            rs = [r for r in self.rows if r["model"] == name]
+            mean, std = {}, {}
+            for k in METRICS:
+                vals = [r[k] for r in rs if r.get(k) is not None]
+                mean[k] = float(np.mean(vals)) if vals else None
+                std[k] = float(np.std(vals)) if vals else None
+            out[name] = {**mean, "std": std, "seeds": len(rs)}
+        return out
+
+    def markdown(self, digits: int = 1) -> str:
+        """The results table: mean ± std over seeds."""
+        s = self.summary()
+        cols = [("t2v_r1", "R@1"), ("t2v_r5", "R@5"), ("t2v_r10", "R@10"), ("t2v_mdr", "MdR"),
+                ("t2v_mnr", "MnR"), ("sumr", "SumR"), ("v2t_r1", "v2t R@1"), ("attention_hit", "att. hit"),
+                ("attention_hit_any", "att. hit any")]
+        lines = ["| model | " + " | ".join(c for _, c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for name, m in s.items():
+            cells = []
+            for k, _ in cols:
+                if m[k] is None:
+                    cells.append("–")
+                    continue
+                d = 3 if k.startswith("attention") else digits
+                cells.append(f"{m[k]:.{d}f} ± {m['std'][k]:.{d}f}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if self.uniform:
+            u = self.uniform
+            lines.append(f"| uniform weights | " + " | ".join(["–"] * (len(cols) - 2)) +
+                         f" | {u['attention_hit_uniform']:.3f} | {u['attention_hit_any_uniform']:.3f} |")
+        return "\n".join(lines)
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps({"rows": self.rows, "uniform": self.uniform, "summary": self.summary(),
+                                   "config": self.config, "seconds": self.seconds}, indent=1))
+        os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------ ground truth
+
+def _truth_sets(fs: FeatureSet, truth: dict | None):
+    """Per query: (described native frames, event frames of its video), or None without ground truth."""
+    if not truth:
+        return None
+    described, anyf = [], []
+    for cap, v in zip(fs.texts.captions, fs.texts.video.tolist()):
+        vid = fs.videos.ids[v]
+        rec = truth.get(vid) or truth.get(Path(vid).name)
+        if rec is None:
+            return None
+        frames = next((c["frames"] for c in rec["captions"] if c["caption"] == cap), None)
+        if frames is None:
+            return None
+        described.append(set(frames))
+        anyf.append({f for e in rec["events"] for f in range(e["start"], e["end"])})
+    return described, anyf
+
+
+def _load_truth(root: str | None) -> dict | None:
+    if not root or not (Path(root) / "truth.jsonl").exists():
+        return None
+    from .toy import load_truth
+
+    return load_truth(root)
+
+
+# ------------------------------------------------------------------ the run
+
+def _student_spec(name: str, cfg: ExperimentConfig, dim: int, frames: int, logit_scale: float):
+    w_nce, w_coarse, w_fine = cfg.train.weights
+    kind = "meanP" if name == "meanP" else "afa"
+    weights = {"meanP": (1.0, 0.0, 0.0), "afa": (1.0, 0.0, 0.0), "afa_nce02": (w_nce, 0.0, 0.0),
+               "teachclip_coarse": (w_nce, w_coarse, 0.0), "teachclip_fine": (w_nce, 0.0, w_fine),
+               "teachclip": (w_nce, w_coarse, w_fine)}[name]
+    scfg = StudentConfig(**{"kind": kind, "dim": dim, "num_frames": frames, "logit_scale": logit_scale,
+                            **cfg.student})
+    scfg = replace(scfg, kind=kind)
+    return scfg, weights, name.startswith("teachclip")
+
+
+def run_experiments(cfg: ExperimentConfig, features: FeatureSet, progress: bool = True,
+                    truth: dict | None = None) -> Results:
+    """Train and evaluate every model of `cfg.models` for every seed; returns the tidy table.
+
+    `truth` (toy ground truth, as `toy.load_truth` returns) defaults to `cfg.truth_root`.
+    """
+    from tqdm.auto import tqdm
+
+    t_start = time.perf_counter()
+    train_fs, val_fs, eval_fs = features.split("train"), features.split("val"), features.split(cfg.eval_split)
+    dim, frames = train_fs.videos.frames.shape[-1], train_fs.videos.frames.shape[1]
+    truth = truth if truth is not None else _load_truth(cfg.truth_root)
+    sets = _truth_sets(eval_fs, truth)
+    q_indices = eval_fs.videos.indices[eval_fs.texts.video]
+    uniform = {} if sets is None else {"attention_hit_uniform": attention_hit(None, q_indices, sets[0]),
+                                       "attention_hit_any_uniform": attention_hit_any(None, q_indices, sets[1])}
+    students = [m for m in cfg.models if m in STUDENTS]
+    need = {t for t in TEACHERS if f"teacher_{t}" in cfg.models}
+    if any(s.startswith("teachclip") for s in students) or "teacher_ensemble" in cfg.models:
+        need |= set(cfg.teachers)
+    need_teachers = [t for t in TEACHERS if t in need]
+    results = Results([], uniform, {"experiment": _jsonable(asdict(cfg))})
+    jobs = len(cfg.seeds) * (len(need_teachers) + len(students))
+    bar = tqdm(total=jobs, desc="ablation", disable=not progress)
+    out = Path(cfg.out_dir) if cfg.out_dir else None
+
+    def record(name, seed, metrics, secs, weights=None):
+        row = {"model": name, "seed": seed, **{k: metrics.get(k) for k in METRICS if k in metrics},
+               "attention_hit": None, "attention_hit_any": None, "train_seconds": round(secs, 2)}
+        if weights is not None and sets is not None:
+            wq = weights[eval_fs.texts.video]
+            row["attention_hit"] = attention_hit(wq, q_indices, sets[0])
+            row["attention_hit_any"] = attention_hit_any(wq, q_indices, sets[1])
+            results.weights[(name, seed)] = wq
+        results.rows.append(row)
+
+    for seed in cfg.seeds:
+        tcfg = replace(cfg.teacher_train or cfg.train, seed=seed)
+        teachers = {}
+        for tname in need_teachers:
+            t0 = time.perf_counter()
+            bar.set_description(f"seed {seed} teacher_{tname}")
+            model, hist = train_teacher(tcfg, train_fs, val_fs, tname, progress=progress,
+                                        out_dir=out / f"seed{seed}" / f"teacher_{tname}" if out else None)
+            secs = time.perf_counter() - t0
+            teachers[tname] = model
+            results.models[(f"teacher_{tname}", seed)] = model
+            results.histories[(f"teacher_{tname}", seed)] = hist
+            if f"teacher_{tname}" in cfg.models:
+                record(f"teacher_{tname}", seed, evaluate_teacher(model, eval_fs)[0], secs)
+            bar.update(1)
+        if "teacher_ensemble" in cfg.models:
+            ens = EnsembleTeacher([teachers[t] for t in cfg.teachers])
+            results.models[("teacher_ensemble", seed)] = ens
+            record("teacher_ensemble", seed, evaluate_teacher(ens, eval_fs)[0], 0.0)
+        cache: dict = {}
+        for name in students:
+            scfg, weights, taught = _student_spec(name, cfg, dim, frames, features.logit_scale)
+            t0 = time.perf_counter()
+            bar.set_description(f"seed {seed} {name}")
+            model, hist = train_student(replace(cfg.train, seed=seed, weights=weights), train_fs, val_fs,
+                                        [teachers[t] for t in cfg.teachers] if taught else [], scfg,
+                                        out_dir=out / f"seed{seed}" / name if out else None,
+                                        progress=progress, teacher_cache=cache, desc=name)
+            secs = time.perf_counter() - t0
+            metrics, _, w = evaluate_student(model, eval_fs)
+            results.models[(name, seed)] = model
+            results.histories[(name, seed)] = hist
+            record(name, seed, metrics, secs, w)
+            bar.update(1)
+        del cache
+    bar.close()
+    order = {m: i for i, m in enumerate(ALL_MODELS)}
+    results.rows.sort(key=lambda r: (order[r["model"]], r["seed"]))
+    results.seconds = time.perf_counter() - t_start
+    if out:
+        results.to_json(out / "results.json")
+    return results
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=str))
+
+
+# ------------------------------------------------------------------ a stand-in world
+
+def synthetic_features(n_train: int = 200, n_val: int = 40, n_test: int = 60, dim: int = 32,
+                       num_frames: int = 12, patches: int = 4, seed: int = 0,
+                       sibling_frac: float = 0.4) -> tuple[FeatureSet, dict]:
+    """A toy-world-shaped FeatureSet drawn directly in feature space, with its ground truth.
+
+    Clips of 3 events (colour, shape, motion) between filler frames; an event frame's
+    feature binds its attributes (a shared part plus a colour-shape term), captions
+    are sums of their events' text vectors, siblings rotate colours between events.
+    Returns (features, truth) with truth in `toy.load_truth`'s format. It is not the
+    toy world seen through the toy CLIP, only its shape: use it for tests and demos.
+    """
+    rng = np.random.default_rng(seed)
+    n_col, n_shape, n_mot = 8, 6, 5
+
+    def unit(*shape):
+        x = rng.standard_normal((*shape, dim)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    colour, shape, motion, bind, filler = unit(n_col), unit(n_shape), unit(n_mot), unit(n_col, n_shape), unit(3)
+    word = {"a": unit(), "then": unit()}
+
+    def event_vec(c, s, m):
+        x = 0.5 * (colour[c] + shape[s] + motion[m]) + 0.9 * bind[c, s]
+        return x / np.linalg.norm(x)
+
+    vids, frames_l, idx_l, patch_l, truth = [], [], [], [], {}
+    caps, cap_video, cap_split, sent_l, words_l = [], [], [], [], []
+    max_words = 2 + 2 * 4
+    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        i = 0
+        while i < n:
+            ev = [(int(c), int(s), int(rng.integers(n_mot))) for c, s in
+                  zip(rng.choice(n_col, 3, replace=False), rng.choice(n_shape, 3, replace=False))]
+            group = [ev]
+            if rng.random() < sibling_frac and i + 1 < n:
+                group.append([(ev[(k - 1) % 3][0], ev[k][1], ev[k][2]) for k in range(3)])
+            for j, evs in enumerate(group):
+                name = f"{split}_{i + j:05d}.mp4"
+                t, events, feats, fill = 0, [], [], []
+                for k in range(4):
+                    g = int(rng.integers(2, 5))
+                    fk = int(rng.integers(3))
+                    feats += [filler[fk] + 0.6 * unit() for _ in range(g)]
+                    fill.append([t, t + g, ("blank", "noise", "clutter")[fk]])
+                    t += g
+                    if k < 3:
+                        ln = int(rng.integers(6, 10))
+                        c, s, m = evs[k]
+                        e = event_vec(c, s, m)
+                        feats += [e + 0.3 * unit() for _ in range(ln)]
+                        events.append({"colour": str(c), "shape": str(s), "motion": str(m), "start": t, "end": t + ln})
+                        t += ln
+                sample = np.linspace(0, t - 1, num_frames).round().astype(int)
+                f = np.stack(feats)[sample] * 3.0
+                vids.append(name)
+                frames_l.append(f)
+                idx_l.append(sample)
+                p = f[:, None, :] / 3.0 + 0.5 * rng.standard_normal((num_frames, patches, dim)).astype(np.float32)
+                patch_l.append(p)
+                n_caps = 4 if split == "train" else 1
+                rec_caps = []
+                for _ in range(n_caps):
+                    which = sorted(rng.choice(3, size=2 if (split != "train" or rng.random() < .5) else 1,
+                                              replace=False).tolist())
+                    text = " then ".join(f"a c{evs[k][0]} s{evs[k][1]} m{evs[k][2]}" for k in which)
+                    sent = sum(event_vec(*evs[k]) for k in which) + 0.3 * unit()
+                    toks = [word["a"]]
+                    for k in which:
+                        c, s, m = evs[k]
+                        toks += [colour[c], (shape[s] + bind[c, s]) / 1.4, motion[m], word["then"]]
+                    toks = toks[:max_words]
+                    w = np.zeros((max_words, dim), np.float32)
+                    w[:len(toks)] = np.stack(toks) + 0.1 * rng.standard_normal((len(toks), dim))
+                    caps.append(text)
+                    cap_video.append(len(vids) - 1)
+                    cap_split.append(split)
+                    sent_l.append(sent)
+                    words_l.append((w, len(toks)))
+                    rec_caps.append({"caption": text, "events": which,
+                                     "frames": [fr for k in which for fr in range(events[k]["start"], events[k]["end"])]})
+                truth[name] = {"video": name, "split": split, "num_frames": t, "events": events, "fillers": fill,
+                               "captions": rec_caps,
+                               "sibling": f"{split}_{i + 1 - j:05d}.mp4" if len(group) == 2 else None}
+            i += len(group)
+    videos = VideoFeatures(vids, torch.tensor(np.stack(frames_l)), torch.ones(len(vids), num_frames, dtype=torch.bool),
+                           torch.tensor(np.stack(idx_l), dtype=torch.long),
+                           torch.tensor(np.stack(patch_l)).half())
+    words = torch.tensor(np.stack([w for w, _ in words_l]))
+    word_mask = torch.arange(max_words)[None] < torch.tensor([n for _, n in words_l])[:, None]
+    texts = TextFeatures(caps, torch.tensor(cap_video), cap_split, torch.tensor(np.stack(sent_l)), words, word_mask)
+    return FeatureSet(videos, texts, logit_scale=100.0, key=f"synthetic-{seed}"), truth
