@@ -241,13 +241,20 @@ def render_video(v: ToyVideo, cfg: ToyConfig) -> np.ndarray:
     return frames
 
 
-def frame_captions(v: ToyVideo) -> list[str]:
-    """One caption per native frame: what that frame alone shows."""
-    caps = [""] * v.num_frames
-    for s, e, kind in v.fillers:
+def to_record(v: ToyVideo) -> dict:
+    """The ground-truth record of a clip, as stored in truth.jsonl."""
+    return {"video": v.video, "split": v.split, "num_frames": v.num_frames, "sibling": v.sibling,
+            "events": [asdict(e) for e in v.events], "fillers": [list(f) for f in v.fillers],
+            "captions": v.captions}
+
+
+def frame_captions(record: dict) -> list[str]:
+    """One caption per native frame of a clip (a truth record): what that frame alone shows."""
+    caps = [""] * record["num_frames"]
+    for s, e, kind in record["fillers"]:
         caps[s:e] = [FILLER_CAPTIONS[kind]] * (e - s)
-    for ev in v.events:
-        caps[ev.start:ev.end] = [ev.phrase()] * (ev.end - ev.start)
+    for ev in record["events"]:
+        caps[ev["start"]:ev["end"]] = [Event(ev["colour"], ev["shape"], ev["motion"]).phrase()] * (ev["end"] - ev["start"])
     return caps
 
 
@@ -301,13 +308,11 @@ def generate(out: str | os.PathLike = "data/toy", cfg: ToyConfig = ToyConfig(), 
             _write_one(j)
     _atomic_write_text(out / "captions.csv", _csv_text(
         ["video", "caption", "split"], [[v.video, c["caption"], v.split] for v in videos for c in v.captions]))
+    records = [to_record(v) for v in videos]
     _atomic_write_text(out / "frame_captions.csv", _csv_text(
         ["video", "frame", "caption", "split"],
-        [[v.video, i, c, v.split] for v in videos for i, c in enumerate(frame_captions(v))]))
-    _atomic_write_text(out / "truth.jsonl", "".join(json.dumps({
-        "video": v.video, "split": v.split, "num_frames": v.num_frames, "sibling": v.sibling,
-        "events": [asdict(e) for e in v.events], "fillers": v.fillers, "captions": v.captions}) + "\n"
-        for v in videos))
+        [[r["video"], i, c, r["split"]] for r in records for i, c in enumerate(frame_captions(r))]))
+    _atomic_write_text(out / "truth.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     size = sum(p.stat().st_size for p in (out / "videos").glob("*.mp4"))
     meta = {"config": asdict(cfg), "videos": len(videos), "captions": sum(len(v.captions) for v in videos),
             "video_bytes": size, "seconds": round(time.perf_counter() - t0, 2)}

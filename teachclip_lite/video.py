@@ -168,12 +168,17 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 8, crf
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=int(round(fps)))
+            # one thread and no macroblock-tree rate control: with mbtree on, x264 gave
+            # different bytes for the same frames now and then; the toy world must be reproducible
+            stream = container.add_stream("libx264", rate=int(round(fps)),
+                                          options={"crf": str(crf), "threads": "1", "x264-params": "mbtree=0"})
+            stream.thread_count = 1
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf), "threads": "1"}  # one thread: byte-identical output
-            for f in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+            for i, f in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+                frame.pts = i
+                for packet in stream.encode(frame):
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
