@@ -360,6 +360,6 @@ def load_teacher(path: str | os.PathLike, map_location="cpu") -> Teacher:
         blob = torch.load(path, map_location=map_location, weights_only=True)
         t = build_teacher(blob["name"], blob["dim"], blob["num_frames"], **blob["kwargs"])
         t.load_state_dict(blob["state_dict"])
-    except (OSError, KeyError, RuntimeError, TypeError) as e:
+    except Exception as e:  # a truncated or foreign file fails in many ways; say which file
         raise ValueError(f"{path}: not a teacher checkpoint ({e})") from None
     return t

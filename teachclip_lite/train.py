@@ -38,6 +38,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 120
     lr: float = 1e-3
+    afa_lr_mult: float = 10.0           # AFA's score MLP learns at lr * this (the paper: AFA at 10x)
     weight_decay: float = 0.2
     warmup: float = 0.1                 # share of all steps spent warming the lr up linearly
     seed: int = 0
@@ -72,7 +73,8 @@ def epoch_batches(video_of_caption: torch.Tensor, batch_size: int, seed: int, ep
     """Caption rows for one epoch: every caption once, no video twice within a batch.
 
     Captions are shuffled, then dealt into rounds (a video's k-th caption goes to
-    round k); each round is cut into batches. Depends only on (seed, epoch).
+    round k); each round is cut into near-equal batches of at most batch_size. A
+    round of one caption (no negatives) is skipped. Depends only on (seed, epoch).
     """
     g = torch.Generator().manual_seed(int(seed) * 100_003 + int(epoch))
     order = torch.randperm(len(video_of_caption), generator=g)
@@ -85,7 +87,7 @@ def epoch_batches(video_of_caption: torch.Tensor, batch_size: int, seed: int, ep
     batches = []
     for r in range(int(rounds.max()) + 1 if len(rounds) else 0):
         rows = order[rounds == r]
-        batches += [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+        batches += list(torch.tensor_split(rows, -(-len(rows) // batch_size)))
     batches = [b for b in batches if len(b) >= 2]
     perm = torch.randperm(len(batches), generator=g)
     return [batches[i] for i in perm.tolist()]
@@ -133,13 +135,15 @@ def evaluate_teacher(teacher: Teacher, fs: FeatureSet) -> tuple[dict, torch.Tens
 
 # ------------------------------------------------------------------ the loop
 
-def _param_groups(model: torch.nn.Module, weight_decay: float):
-    decay, no_decay = [], []
+def _param_groups(model: torch.nn.Module, cfg: TrainConfig):
+    """Weight decay on matrices only; AFA at its own learning rate."""
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.ndim >= 2 and "position" not in name else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if p.requires_grad:
+            key = (name.startswith("afa."), p.ndim >= 2 and "position" not in name)
+            groups.setdefault(key, []).append(p)
+    return [{"params": ps, "lr": cfg.lr * (cfg.afa_lr_mult if afa else 1.0),
+             "weight_decay": cfg.weight_decay if decay else 0.0} for (afa, decay), ps in sorted(groups.items())]
 
 
 def _lr_factor(step: int, total: int, warmup: float) -> float:
@@ -156,11 +160,11 @@ def _atomic_save(obj, path: Path) -> None:
 
 
 def _fit(model, step_loss, evaluate, cfg: TrainConfig, n_captions_video: torch.Tensor, out_dir, resume,
-         progress, desc, save_best):
+         progress, desc, save_best, stop_after=None):
     from tqdm.auto import tqdm
 
     device = resolve_device(cfg.device)
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr)
     steps_per_epoch = len(epoch_batches(n_captions_video, cfg.batch_size, cfg.seed, 0))
     total = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, cfg.warmup))
@@ -180,7 +184,8 @@ def _fit(model, step_loss, evaluate, cfg: TrainConfig, n_captions_video: torch.T
         except (KeyError, RuntimeError, ValueError) as e:
             raise ValueError(f"{state_path}: cannot resume ({e}); delete it or pass resume=False") from None
     bar = tqdm(total=total, initial=start * steps_per_epoch, desc=desc, disable=not progress, leave=False)
-    for epoch in range(start, cfg.epochs):
+    end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
+    for epoch in range(start, end):
         t0 = time.perf_counter()
         torch.manual_seed(int(cfg.seed) * 100_003 + epoch)   # dropout, reproducible per epoch
         model.train()
@@ -235,13 +240,15 @@ def _prepare(cfg: TrainConfig, out_dir):
 def train_student(cfg: TrainConfig, features_train: FeatureSet, features_val: FeatureSet,
                   teachers: list[Teacher] = (), student: StudentConfig | Student | None = None,
                   out_dir: str | os.PathLike | None = None, resume: bool = True, progress: bool = True,
-                  teacher_cache: dict | None = None, desc: str = "student") -> tuple[Student, list[dict]]:
+                  teacher_cache: dict | None = None, desc: str = "student",
+                  stop_after: int | None = None) -> tuple[Student, list[dict]]:
     """Train a student with InfoNCE and, when teachers are given, coarse/fine teaching.
 
     Loss: weights[0] * InfoNCE + weights[1] * coarse + weights[2] * fine (losses.teaching_loss);
     a zero weight switches a channel off. `student` is a config (built here, from the seed)
     or a model to continue from; default an AFA student of the features' width. Returns the
-    student with its best-validation-R@1 weights and the per-epoch history.
+    student with its best-validation-R@1 weights and the per-epoch history. `stop_after`
+    runs at most that many epochs in this call (with out_dir, the next call resumes).
     """
     device = _prepare(cfg, out_dir)
     dim, frames = features_train.videos.frames.shape[-1], features_train.videos.frames.shape[1]
@@ -286,12 +293,13 @@ def train_student(cfg: TrainConfig, features_train: FeatureSet, features_val: Fe
 
     val = features_val
     return _fit(model, step_loss, lambda m: evaluate_student(m, val)[0], cfg, features_train.texts.video,
-                out_dir, resume, progress, desc, lambda m: m.save(Path(out_dir) / "best.pt"))
+                out_dir, resume, progress, desc, lambda m: m.save(Path(out_dir) / "best.pt"), stop_after)
 
 
 def train_teacher(cfg: TrainConfig, features_train: FeatureSet, features_val: FeatureSet,
                   teacher: str | Teacher = "xclip", out_dir: str | os.PathLike | None = None, resume: bool = True,
-                  progress: bool = True, desc: str | None = None, **build_kw) -> tuple[Teacher, list[dict]]:
+                  progress: bool = True, desc: str | None = None, stop_after: int | None = None,
+                  **build_kw) -> tuple[Teacher, list[dict]]:
     """Train one teacher with symmetric InfoNCE on its pair logits (cfg.weights are not used)."""
     device = _prepare(cfg, out_dir)
     if isinstance(teacher, str):
@@ -309,4 +317,4 @@ def train_teacher(cfg: TrainConfig, features_train: FeatureSet, features_val: Fe
     val = features_val
     return _fit(teacher, step_loss, lambda m: evaluate_teacher(m, val)[0], cfg, features_train.texts.video,
                 out_dir, resume, progress, desc or f"teacher {teacher.name}",
-                lambda m: save_teacher(m, Path(out_dir) / "best.pt", **build_kw))
+                lambda m: save_teacher(m, Path(out_dir) / "best.pt", **build_kw), stop_after)

@@ -1,0 +1,39 @@
+"""The ablation runner on a small feature-space world: every model, the table, the ground truth."""
+import pytest
+
+from teachclip_lite.experiments import ALL_MODELS, ExperimentConfig, run_experiments, synthetic_features
+from teachclip_lite.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def results():
+    fs, truth = synthetic_features(n_train=48, n_val=16, n_test=16, dim=16, seed=2)
+    cfg = ExperimentConfig.quick(seeds=(0, 1), train=TrainConfig(epochs=1, batch_size=32))
+    return run_experiments(cfg, fs, progress=False, truth=truth)
+
+
+def test_every_model_and_seed_has_a_row(results):
+    assert {(r["model"], r["seed"]) for r in results.rows} == {(m, s) for m in ALL_MODELS for s in (0, 1)}
+    assert set(results.models) >= {(m, s) for m in ALL_MODELS for s in (0, 1)}
+    assert ("teachclip", 1) in results.histories and ("teacher_xclip", 0) in results.histories
+
+
+def test_summary_means_stds_and_attention(results):
+    s = results.summary()
+    assert list(s) == list(ALL_MODELS)
+    for name, m in s.items():
+        assert 0 <= m["t2v_r1"] <= 100 and m["std"]["t2v_r1"] >= 0 and m["seeds"] == 2
+        assert m["sumr"] == pytest.approx(m["t2v_r1"] + m["t2v_r5"] + m["t2v_r10"])
+        has_afa = name in ("afa", "afa_nce02", "teachclip_coarse", "teachclip_fine", "teachclip")
+        assert (m["attention_hit"] is not None) == has_afa
+        if has_afa:
+            assert 0 <= m["attention_hit"] <= m["attention_hit_any"] <= 1
+    u = results.uniform
+    assert 0 < u["attention_hit_uniform"] < u["attention_hit_any_uniform"] < 1
+    table = results.markdown()
+    assert all(f"| {m} |" in table for m in ALL_MODELS) and "uniform weights" in table
+
+
+def test_unknown_model_is_one_clear_error():
+    with pytest.raises(ValueError, match="unknown models"):
+        ExperimentConfig(models=("meanP", "clip4clip"))
