@@ -11,7 +11,7 @@ Three families, each small and trained on cached features with symmetric InfoNCE
 - TS2-Net style (`TS2NetTeacher`): over patch tokens, token shift (a quarter of the
   channels come from the previous frame, a quarter from the next) and token
   selection (a scorer keeps the top-k patches per frame), pooled into each frame's
-  feature; the caption then attends over frames.
+  feature; the caption then pools the frames by attention and is compared with the result.
 
 Every teacher exposes `similarity(texts, videos) -> [Bt, Bv]` logits and
 `frame_relevance(texts, videos) -> [B, T]`, the softmax over valid frames of the
@@ -257,8 +257,9 @@ class TS2NetTeacher(Teacher):
     a quarter from the next (zeros at the ends), score each patch with a small MLP,
     keep the top-k per frame, pool them with the softmax of their scores (the
     gradient reaches the scorer through those weights) and add the result to the
-    frame feature through a zero-initialised projection. The caption then attends
-    over the refined frames (a soft maximum of caption-frame cosines). Token shift
+    frame feature through a zero-initialised projection. The caption then pools the
+    refined frames (softmax of caption-frame cosines) and is compared with the pooled
+    vector: a query naming two events needs both in the pool, not just one frame. Token shift
     and selection do not depend on the text, so the index keeps one refined vector
     per frame; the patches are needed only when a video is encoded.
     """
@@ -303,7 +304,9 @@ class TS2NetTeacher(Teacher):
         return {"f": F.normalize(f + self.tokens(pooled), dim=-1), "mask": mask}
 
     def pair_sims(self, t, v):
-        return _soft_pool(torch.einsum("id,jtd->ijt", t["t"], v["f"]), v["mask"][None], self.log_temp)
+        a = (torch.einsum("id,jtd->ijt", t["t"], v["f"]) / self.log_temp.exp()).masked_fill(~v["mask"][None], NEG)
+        pooled = F.normalize(torch.einsum("ijt,jtd->ijd", a.softmax(-1), v["f"]), dim=-1)
+        return torch.einsum("id,ijd->ij", t["t"], pooled)
 
     def pair_relevance(self, t, v):
         logits = torch.einsum("bd,btd->bt", t["t"], v["f"]) / self.log_temp.exp()
