@@ -197,10 +197,10 @@ def caption_for(events: list[Event], which: list[int], rng: np.random.Generator)
 
 def _captions(rng: np.random.Generator, v: ToyVideo, cfg: ToyConfig) -> None:
     k = len(v.events)
-    if v.split == "train":
-        choices = [[int(rng.integers(k))] if rng.random() < 0.5
-                   else sorted(rng.choice(k, size=min(2, k), replace=False).tolist())
-                   for _ in range(cfg.captions_per_video)]
+    if v.split == "train":  # distinct subsets of one or two events
+        options = [[i] for i in range(k)] + [[i, j] for i in range(k) for j in range(i + 1, k)]
+        pick = rng.choice(len(options), size=min(cfg.captions_per_video, len(options)), replace=False)
+        choices = [options[int(i)] for i in pick]
     else:
         choices = [sorted(rng.choice(k, size=min(cfg.query_events, k), replace=False).tolist())]
     for which in choices:
@@ -220,7 +220,7 @@ def plan_world(cfg: ToyConfig) -> list[ToyVideo]:
             if rng.random() < cfg.sibling_frac and i + 1 < n:
                 perm = np.roll(np.arange(len(events)), 1)
                 group.append([Event(events[p].colour, e.shape, e.motion) for p, e in zip(perm, events)])
-            names = [f"{split}_{i + j:05d}.mp4" for j in range(len(group))]
+            names = [f"videos/{split}_{i + j:05d}.mp4" for j in range(len(group))]
             for j, evs in enumerate(group):
                 num, fillers = _layout(rng, evs, cfg)
                 v = ToyVideo(names[j], split, num, evs, fillers,
@@ -260,7 +260,7 @@ def frame_captions(record: dict) -> list[str]:
 
 def _write_one(args) -> None:
     v, cfg, out = args
-    path = out / "videos" / v.video
+    path = out / v.video
     if not path.exists():  # files are written atomically, so an existing one is complete
         write_video(path, render_video(v, cfg), fps=cfg.fps)
 

@@ -18,7 +18,7 @@ def test_world_layout_and_ground_truth(tiny_toy):
         assert len(vids) == len(set(vids))
     for rec in truth.values():
         n = rec["num_frames"]
-        assert (root / "videos" / rec["video"]).is_file()
+        assert (root / rec["video"]).is_file()
         any_frames = set(event_frames(rec))
         assert 0 < len(any_frames) < n  # filler frames exist between events
         for c in rec["captions"]:
