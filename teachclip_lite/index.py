@@ -51,7 +51,10 @@ import torch
 
 FORMAT = 1
 DTYPES = ("float32", "float16")
-CHUNK_BYTES = 4 << 20        # float32 bytes of corpus scored per step (measured best on 2 cores, see bench.py)
+CHUNK_BYTES = 16 << 20       # float32 corpus bytes scored per step (fewer, larger steps: less per-op overhead)
+CONVERT_BYTES = 4 << 20      # float16 corpus: float32 bytes converted per step (the buffer stays in cache)
+PARALLEL_BYTES = 32 << 20    # smaller corpora are scanned in the calling thread (a thread hand-off costs more)
+MERGE_EVERY = 64             # chunks whose top-k candidates a worker collects before merging them
 RESIDENT_BYTES = 256 << 20   # a mapped index bigger than this is released chunk by chunk while searched
 _VERSION = re.compile(r"^v(\d{6,})$")
 _TMP_PREFIX = ".tmp-"
@@ -157,8 +160,8 @@ class Index:
         ordered by row, so the answer does not depend on how workers shared the
         chunks: the same query on the same index always gives the same result. (Other
         chunk sizes can change a score in its last bit, the matrix kernel's rounding.)
-        k is capped at the corpus size. `workers` (default: torch's thread count) threads
-        each score whole chunks single-threaded (see `_scan`).
+        k is capped at the corpus size. `workers` threads (default: torch's thread count, or
+        1 below PARALLEL_BYTES) each score whole chunks single-threaded (see `_scan`).
         """
         q = queries if isinstance(queries, torch.Tensor) else torch.as_tensor(np.asarray(queries))
         q = q.detach().to("cpu", torch.float32)
@@ -168,7 +171,8 @@ class Index:
         n, k = len(self), min(int(k), len(self))
         if k <= 0 or q.shape[0] == 0:
             return torch.empty(q.shape[0], max(k, 0)), torch.empty(q.shape[0], max(k, 0), dtype=torch.long)
-        step = max(1, min(n, chunk_rows or max(256, CHUNK_BYTES // (4 * self.dim))))
+        budget = CHUNK_BYTES if self.dtype == "float32" else CONVERT_BYTES
+        step = max(1, min(n, chunk_rows or max(256, budget // (4 * self.dim))))
         spans = iter([(start, min(n, start + step)) for start in range(0, n, step)])
         lock = threading.Lock()
 
@@ -176,18 +180,21 @@ class Index:
             with lock:
                 return next(spans, None)
 
-        workers = max(1, min(workers or torch.get_num_threads(), -(-n // step)))
+        if workers is None:
+            workers = torch.get_num_threads() if self.vectors.nbytes >= PARALLEL_BYTES else 1
+        workers = max(1, min(workers, -(-n // step)))
         if workers == 1:
-            return self._scan(q, k, step, take)
-        parts = _run_single_threaded([lambda: self._scan(q, k, step, take)] * workers)
+            with _single_threaded():
+                return self._scan(q, k, step, take)
+        parts = _in_workers([lambda: self._scan(q, k, step, take)] * workers)
         return _best(torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1), k)
 
     def _scan(self, q: torch.Tensor, k: int, step: int, take) -> tuple[torch.Tensor, torch.Tensor]:
         """Score the chunks `take()` hands out until none is left; the running top-k of those rows.
 
         Per chunk: float16 rows are converted into a reused float32 buffer (small enough
-        to stay in this core's cache), one `torch.mm`, a top-k, and a merge with the best
-        so far. Each worker runs this single-threaded and pulls chunks as it goes: no
+        to stay in this core's cache), one `torch.mm` and a top-k; the candidates are
+        merged every MERGE_EVERY chunks (memory stays bounded) and at the end. Each worker runs this single-threaded and pulls chunks as it goes: no
         per-operation thread barrier (costly when another process holds a core), and a
         slower worker simply takes fewer chunks.
         """
@@ -196,8 +203,7 @@ class Index:
         buf = torch.empty(step, self.dim) if convert else None
         out = torch.empty(nq * step)
         release = self._map is not None and self.vectors.nbytes > RESIDENT_BYTES
-        best_s = torch.empty(nq, 0)
-        best_r = torch.empty(nq, 0, dtype=torch.long)
+        found_s, found_r = [torch.empty(nq, 0)], [torch.empty(nq, 0, dtype=torch.long)]
         while (span := take()) is not None:
             start, stop = span
             block = corpus[start:stop]
@@ -205,10 +211,14 @@ class Index:
                 block = buf[:stop - start].copy_(block)
             scores = torch.mm(q, block.T, out=out[:nq * (stop - start)].view(nq, stop - start))
             s, r = scores.topk(min(k, stop - start), dim=1)
-            best_s, best_r = _best(torch.cat([best_s, s], 1), torch.cat([best_r, r + start], 1), k)
+            found_s.append(s)
+            found_r.append(r + start)
+            if len(found_s) > MERGE_EVERY:
+                s, r = _best(torch.cat(found_s, 1), torch.cat(found_r, 1), k)
+                found_s, found_r = [s], [r]
             if release:
                 self._release(start, stop)
-        return best_s, best_r
+        return _best(torch.cat(found_s, 1), torch.cat(found_r, 1), k)
 
     def search_ids(self, queries, k: int = 10) -> list[list[tuple[str, float]]]:
         """Per query, the k best (id, score) pairs, best first."""
@@ -301,8 +311,20 @@ def _best(scores: torch.Tensor, rows: torch.Tensor, k: int) -> tuple[torch.Tenso
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None   # (pid, size, pool): search workers
 
 
-def _run_single_threaded(jobs: list) -> list:
-    """Run jobs on the search pool, each with torch limited to one thread in its worker."""
+@contextlib.contextmanager
+def _single_threaded():
+    """torch on one thread in this block. Per-op thread teams pay a barrier per op, and on
+    a shared machine a barrier waits for a busy core: measured 2-10x slower for small ops."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _in_workers(jobs: list) -> list:
+    """Run jobs concurrently on the search pool, each single-threaded (torch releases the GIL)."""
     global _POOL
     if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] < len(jobs):  # new after fork or when too small
         if _POOL is not None and _POOL[0] == os.getpid():
@@ -311,13 +333,13 @@ def _run_single_threaded(jobs: list) -> list:
     threads = torch.get_num_threads()
 
     def one(job):
-        torch.set_num_threads(1)   # this worker thread's setting (cheap when already 1)
-        return job()
+        with _single_threaded():
+            return job()
 
     try:
         return [f.result() for f in [_POOL[2].submit(one, job) for job in jobs]]
     finally:
-        torch.set_num_threads(threads)  # it also set the default for new threads: restore it
+        torch.set_num_threads(threads)  # set_num_threads also sets the default of new threads: the caller's again
 
 
 def current_version(directory: str | os.PathLike) -> str:

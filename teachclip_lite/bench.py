@@ -1,0 +1,552 @@
+"""The trade in numbers: how close the student gets to its teachers, and what each costs.
+
+    python -m teachclip_lite.bench --out runs/bench.json [--quick]
+
+writes one JSON and prints a markdown table with
+
+- quality: the named ablation of experiments.py on the toy world (mean and std
+  over seeds);
+- efficiency: per corpus size N (random unit vectors stand in for videos), the
+  student's exact top-k search through index.py (one query alone, and 32 at once,
+  per query), the floor (one bare `torch.matmul` + `topk` on a contiguous float32
+  matrix in memory, same queries, same run) and each teacher's time per query
+  (measured up to `teacher_sizes`, extrapolated linearly beyond and flagged);
+- storage_bytes_per_video and flops_per_query: what each model keeps per video,
+  and the FLOPs (torch.utils.flop_counter: matrix products, the cost that grows
+  with the corpus) of scoring one query against one stored video;
+- paper_scale: the same at ViT-B/32 shapes (d 512, 12 frames, 50 tokens per
+  frame), plus the encoders' FLOPs counted on open_clip's real ViT-B-32
+  architecture, weightless on the meta device (text tower, 32 tokens: once per
+  query; image tower on 12 frames: once per video, at indexing time);
+- index: peak RSS of searching a 1M x 512 float16 index (in a fresh process),
+  float16 search speed, and faiss IVF recall@10 and speed (when faiss is installed).
+
+Timings are the best of `repeats` rounds, with the candidates interleaved in each
+round so that load from other processes hits them alike. The floor and the
+teachers are each timed with torch's default threads and with one thread, and the
+faster counts (on a busy machine one thread can win): the student is compared with
+the best the bare operation and the teachers can do. Teachers are timed as
+they would serve: their video side encoded once (as an index would store it),
+then per query the text side and the pair scoring against every stored video.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .index import FaissIndex, Index, faiss_available
+
+TEACHER_NAMES = ("xpool", "xclip", "ts2net")
+PAPER = {"dim": 512, "frames": 12, "tokens": 50, "words": 32, "backbone": "ViT-B-32"}
+
+
+@dataclass
+class BenchConfig:
+    sizes: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
+    teacher_sizes: tuple[int, ...] = (1_000, 10_000)  # measured; larger N are extrapolated
+    dim: int = 512
+    frames: int = 12
+    tokens: int = 50                  # patch tokens per frame incl. CLS (ViT-B/32 at 224 px)
+    words: int = 32                   # caption tokens (the paper's max words)
+    k: int = 10
+    batch: int = 32
+    single_queries: int = 8           # one-query searches per round (their mean is reported)
+    repeats: int = 5
+    rss_size: int = 1_000_000         # float16 index searched in a fresh process for peak RSS
+    faiss_sizes: tuple[int, ...] = (100_000, 1_000_000)
+    faiss_nprobe: tuple[int, ...] = (8, 32, 128)
+    quality: bool = True
+    features: str = "toy"             # "toy" (toy_features) or "synthetic" (experiments.synthetic_features)
+    experiment: object = None         # experiments.ExperimentConfig; None: its defaults (or quick())
+    quick: bool = False
+    seed: int = 0
+
+    @classmethod
+    def quick_config(cls, **kw) -> "BenchConfig":
+        """About a minute: small N, few repeats, one-seed two-epoch quality."""
+        base = dict(sizes=(1_000, 10_000), teacher_sizes=(1_000,), repeats=2, single_queries=4,
+                    rss_size=20_000, faiss_sizes=(10_000,), faiss_nprobe=(8, 64), quick=True)
+        return cls(**{**base, **kw})
+
+
+# ---------------------------------------------------------------------- helpers
+
+def unit_vectors(n: int, dim: int, seed: int, step: int = 65_536) -> torch.Tensor:
+    """[n, dim] float32 random unit vectors, drawn in slices (no second full-size temporary)."""
+    g = torch.Generator().manual_seed(seed)
+    out = torch.empty(n, dim)
+    for s in range(0, n, step):
+        x = torch.randn(min(step, n - s), dim, generator=g)
+        out[s:s + len(x)] = x / x.norm(dim=1, keepdim=True)
+    return out
+
+
+def best_times(fns: dict, repeats: int) -> dict[str, float]:
+    """Best wall time (s) of each callable over `repeats` rounds, interleaved, after one warm-up each."""
+    for f in fns.values():
+        f()
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, f in fns.items():
+            t = time.perf_counter()
+            f()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
+@contextlib.contextmanager
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def count_flops(fn) -> int:
+    """Matrix-product FLOPs of fn() (torch.utils.flop_counter; 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel is invisible to the counter
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            fn()
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+    return int(counter.get_total_flops())
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"{platform.system()} {platform.release()}")
+
+
+# ---------------------------------------------------------------------- teachers
+
+def _teacher(name: str, dim: int, frames: int):
+    from .teachers import build_teacher
+
+    return build_teacher(name, dim, frames).eval()
+
+
+def _random_texts(n: int, dim: int, words: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    sentence = torch.randn(n, dim, generator=g)
+    return sentence, torch.randn(n, words, dim, generator=g), torch.ones(n, words, dtype=torch.bool)
+
+
+@torch.no_grad()
+def _stored_videos(teacher, n: int, dim: int, frames: int, tokens: int, seed: int, distinct: int = 64,
+                   step: int = 32) -> dict:
+    """What the teacher's index would hold for n videos: its encoded video side.
+
+    `distinct` random videos are encoded (patch tokens make encoding the costly part)
+    and tiled to n rows in fresh memory; scoring time does not depend on the values.
+    """
+    g = torch.Generator().manual_seed(seed)
+    parts = []
+    for s in range(0, min(n, distinct), step):
+        b = min(step, min(n, distinct) - s)
+        f = torch.randn(b, frames, dim, generator=g)
+        m = torch.ones(b, frames, dtype=torch.bool)
+        p = torch.randn(b, frames, tokens, dim, generator=g).half() if teacher.needs_patches else None
+        parts.append(teacher.encode_videos(f, m, p))
+    one = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    reps = -(-n // len(one["mask"]))
+    return {k: v.repeat(reps, *([1] * (v.ndim - 1)))[:n].contiguous() for k, v in one.items()}
+
+
+@torch.no_grad()
+def teacher_search(teacher, text: tuple, stored: dict, k: int, chunk: int = 1024):
+    """One query's top-k for a teacher: text side once, pair scores chunk by chunk (bounded memory)."""
+    t = teacher.encode_texts(*text)
+    n = len(stored["mask"])
+    scores = torch.cat([teacher.pair_sims(t, {key: v[s:s + chunk] for key, v in stored.items()})
+                        for s in range(0, n, chunk)], 1)
+    return scores.topk(min(k, n), dim=1)
+
+
+def teacher_pair_flops(name: str, dim: int, frames: int, tokens: int, words: int, videos: int = 8) -> int:
+    """FLOPs of scoring one query against one stored video (pair scoring only, matrix products)."""
+    teacher = _teacher(name, dim, frames)
+    stored = _stored_videos(teacher, videos, dim, frames, tokens, seed=0, distinct=videos)
+    with torch.no_grad():
+        t = teacher.encode_texts(*_random_texts(1, dim, words, seed=0))
+    return round(count_flops(lambda: teacher.pair_sims(t, stored)) / videos)
+
+
+def student_pair_flops(dim: int, videos: int = 1_000) -> int:
+    index = Index(unit_vectors(videos, dim, seed=0), [str(i) for i in range(videos)])
+    return round(count_flops(lambda: index.search(unit_vectors(1, dim, seed=1), 10)) / videos)
+
+
+def storage(dim: int, frames: int, tokens: int) -> dict[str, int]:
+    out = {"student": dim * 4, "student_float16": dim * 2}
+    for name in TEACHER_NAMES:
+        out[name] = int(_teacher(name, dim, frames).bytes_per_video(frames, dim, tokens))
+    return out
+
+
+def pair_flops(dim: int, frames: int, tokens: int, words: int) -> dict[str, int]:
+    out = {"student": student_pair_flops(dim)}
+    for name in TEACHER_NAMES:
+        out[name] = teacher_pair_flops(name, dim, frames, tokens, words)
+    return out
+
+
+# ---------------------------------------------------------------------- sections
+
+def efficiency(cfg: BenchConfig, workdir: Path, log=print) -> dict:
+    """Per N: student (index.py, mmap-loaded from disk), floor, teachers."""
+    out = {}
+    queries = unit_vectors(cfg.batch, cfg.dim, seed=cfg.seed + 1)
+    text = _random_texts(1, cfg.dim, cfg.words, seed=cfg.seed + 2)
+    teacher_ms = {}
+    for n in cfg.sizes:
+        corpus = unit_vectors(n, cfg.dim, seed=cfg.seed)
+        folder = workdir / f"student_{n}"
+        Index(corpus, [str(i) for i in range(n)], {"bench": True}).save(folder)
+        index = Index.load(folder)
+        singles = [queries[i:i + 1] for i in range(cfg.single_queries)]
+
+        def floor():
+            return torch.matmul(queries, corpus.T).topk(cfg.k, dim=1)
+
+        def floor_one_thread():  # on a busy machine one thread can beat torch's default: the floor is the better
+            with one_thread():
+                return floor()
+
+        def batched():
+            return index.search(queries, cfg.k)
+
+        def single():
+            for q in singles:
+                index.search(q, cfg.k)
+
+        t = best_times({"floor": floor, "floor_1": floor_one_thread, "batched": batched, "single": single},
+                       cfg.repeats)
+        row = {"student_ms_per_query": 1e3 * t["single"] / len(singles),
+               "student_batched_ms_per_query": 1e3 * t["batched"] / cfg.batch,
+               "matmul_floor_ms_per_query": 1e3 * min(t["floor"], t["floor_1"]) / cfg.batch}
+        del corpus, index
+        if n in cfg.teacher_sizes:
+            teacher_ms[n] = {}
+            for name in TEACHER_NAMES:
+                teacher = _teacher(name, cfg.dim, cfg.frames)
+                stored = _stored_videos(teacher, n, cfg.dim, cfg.frames, cfg.tokens, seed=cfg.seed)
+                def serve():
+                    return teacher_search(teacher, text, stored, cfg.k)
+
+                def serve_one_thread():
+                    with one_thread():
+                        return serve()
+
+                secs = best_times({"default": serve, "one": serve_one_thread}, max(1, cfg.repeats - 2))
+                teacher_ms[n][name] = 1e3 * min(secs.values())
+                del stored
+        measured = max((m for m in teacher_ms if m <= n), default=None)
+        if n in teacher_ms:
+            row["teacher_ms_per_query"], row["extrapolated"] = dict(teacher_ms[n]), False
+        elif measured is not None:   # pair scoring is linear in N
+            row["teacher_ms_per_query"] = {k: v * n / measured for k, v in teacher_ms[measured].items()}
+            row["extrapolated"] = True
+        else:
+            row["teacher_ms_per_query"], row["extrapolated"] = {}, False
+        out[str(n)] = row
+        log(f"N={n}: student {row['student_ms_per_query']:.3f} ms, batched {row['student_batched_ms_per_query']:.3f} "
+            f"ms/q, floor {row['matmul_floor_ms_per_query']:.3f} ms/q, teachers "
+            + ", ".join(f"{k} {v:.1f}" for k, v in row["teacher_ms_per_query"].items())
+            + (" (extrapolated)" if row["extrapolated"] else ""))
+    return out
+
+
+def paper_scale(log=print) -> dict:
+    """ViT-B/32 shapes; encoder FLOPs on open_clip's real architecture, built on the meta device.
+
+    Meta tensors carry shapes and no data, so nothing is downloaded or computed and
+    attention is counted too (on CPU tensors the fused attention kernel is invisible
+    to the counter: the count would miss QK^T and AV).
+    """
+    import open_clip
+
+    d, frames, tokens, words = PAPER["dim"], PAPER["frames"], PAPER["tokens"], PAPER["words"]
+    with torch.device("meta"):  # the architecture without weights: FLOPs need shapes only (and no download)
+        model = open_clip.create_model(PAPER["backbone"], pretrained=None, force_context_length=words,
+                                       device="meta").eval()
+    side = model.visual.image_size
+    side = side[0] if isinstance(side, (tuple, list)) else side
+    patch = model.visual.patch_size
+    grid = side // (patch[0] if isinstance(patch, (tuple, list)) else patch)
+    if grid * grid + 1 != tokens:
+        raise RuntimeError(f"{PAPER['backbone']} has {grid * grid + 1} tokens per frame, expected {tokens}")
+    if model.text_projection.shape[-1] != d:
+        raise RuntimeError(f"{PAPER['backbone']} embeds in {model.text_projection.shape[-1]} dims, expected {d}")
+    text = torch.zeros(1, words, dtype=torch.long, device="meta")
+    frames_in = torch.zeros(frames, 3, side, side, device="meta")
+    flops = pair_flops(d, frames, tokens, words)
+    flops["text_encoder"] = count_flops(lambda: model.encode_text(text))
+    flops["video_encoder"] = count_flops(lambda: model.encode_image(frames_in))
+    log(f"paper scale: text encoder {flops['text_encoder'] / 1e9:.2f} GFLOPs per query, "
+        f"video encoder {flops['video_encoder'] / 1e9:.1f} GFLOPs per video")
+    return {"storage_bytes_per_video": storage(d, frames, tokens), "flops_per_query": flops}
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process in MiB (VmHWM: unlike ru_maxrss, not inherited across exec)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
+
+
+def _rss_probe(folder: str, k: int, batch: int, dim: int) -> None:
+    """Run in a fresh process: peak RSS of loading `folder` and searching it (one JSON line on stdout)."""
+    base = peak_rss_mib()
+    index = Index.load(folder)
+    q = unit_vectors(batch, dim, seed=123)
+    t = time.perf_counter()
+    index.search(q, k)
+    secs = time.perf_counter() - t
+    index.search(q[:1], k)
+    print(json.dumps({"peak_rss_mib": peak_rss_mib(), "rss_after_import_mib": base,
+                      "index_mib": index.vectors.nbytes / 2 ** 20, "batched_ms_per_query": 1e3 * secs / batch}))
+
+
+def index_at_scale(cfg: BenchConfig, workdir: Path, log=print) -> dict:
+    out = {}
+    n = cfg.rss_size
+    corpus = unit_vectors(n, cfg.dim, seed=cfg.seed)
+    folder = workdir / f"f16_{n}"
+    index16 = Index(corpus, [str(i) for i in range(n)], dtype="float16")
+    del corpus
+    index16.save(folder)
+    del index16
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    code = (f"from teachclip_lite.bench import _rss_probe; "
+            f"_rss_probe({str(folder)!r}, {cfg.k}, {cfg.batch}, {cfg.dim})")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        raise RuntimeError(f"peak-RSS probe failed: {res.stderr.strip().splitlines()[-1:]}")
+    probe = json.loads(res.stdout.strip().splitlines()[-1])
+    out["float16_search"] = {"n": n, "dim": cfg.dim, **probe}
+    log(f"float16 index N={n}: peak RSS {probe['peak_rss_mib']:.0f} MiB (after import "
+        f"{probe['rss_after_import_mib']:.0f} MiB, index file {probe['index_mib']:.0f} MiB)")
+    out["faiss"] = faiss_section(cfg, log) if faiss_available() else {"available": False}
+    return out
+
+
+def faiss_section(cfg: BenchConfig, log=print) -> dict:
+    """IVF-Flat against exact search: recall@k of the exact top-k, and speed, per nprobe."""
+    res = {"available": True, "kind": "ivf"}
+    queries = unit_vectors(cfg.batch, cfg.dim, seed=cfg.seed + 1)
+    for n in cfg.faiss_sizes:
+        index = Index(unit_vectors(n, cfg.dim, seed=cfg.seed), [str(i) for i in range(n)])
+        _, exact = index.search(queries, cfg.k)
+        t = time.perf_counter()
+        ann = FaissIndex(index, "ivf", seed=cfg.seed)
+        row = {"build_s": time.perf_counter() - t, "nlist": int(ann.impl.nlist), "nprobe": {}}
+        for nprobe in cfg.faiss_nprobe:
+            ann.impl.nprobe = min(nprobe, ann.impl.nlist)
+            secs = best_times({"b": lambda: ann.search(queries, cfg.k)}, cfg.repeats)["b"]
+            _, rows = ann.search(queries, cfg.k)
+            hit = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(rows, exact))
+            row["nprobe"][str(nprobe)] = {"recall_at_k": hit / exact.numel(),
+                                          "batched_ms_per_query": 1e3 * secs / cfg.batch}
+        res[str(n)] = row
+        log(f"faiss IVF N={n} (nlist {row['nlist']}): " + ", ".join(
+            f"nprobe {p}: recall@{cfg.k} {v['recall_at_k']:.3f} at {v['batched_ms_per_query']:.3f} ms/q"
+            for p, v in row["nprobe"].items()))
+        del index, ann
+    return res
+
+
+def quality(cfg: BenchConfig, log=print) -> tuple[dict, dict]:
+    """experiments.run_experiments on the toy world (or the synthetic stand-in): summary and uniform."""
+    try:
+        from .experiments import ExperimentConfig, run_experiments, synthetic_features
+    except ImportError as e:
+        raise RuntimeError(f"bench quality needs teachclip_lite.experiments ({e}); "
+                           f"run with --skip-quality for the efficiency part only") from None
+    exp = cfg.experiment or (ExperimentConfig.quick() if cfg.quick else ExperimentConfig())
+    if cfg.features == "synthetic":
+        features, truth = synthetic_features(seed=cfg.seed)
+        exp = replace(exp, truth_root=None)
+    else:
+        try:
+            from .features import toy_features
+        except ImportError as e:
+            raise RuntimeError(f"bench quality needs teachclip_lite.features.toy_features ({e})") from None
+        features, truth = toy_features(), None
+    results = run_experiments(exp, features, truth=truth)
+    log(results.markdown())
+    return results.summary(), dict(results.uniform)
+
+
+def run(cfg: BenchConfig, log=print) -> dict:
+    result = {"quality": {}, "attention_hit_uniform": None, "attention_hit_any_uniform": None}
+    threads = torch.get_num_threads()
+    if cfg.quality:
+        summary, uniform = quality(cfg, log)
+        torch.set_num_threads(threads)  # the trainer sets its own thread count
+        result["quality"] = {m: {k: v for k, v in s.items() if k != "seeds"} for m, s in summary.items()}
+        result["attention_hit_uniform"] = uniform.get("attention_hit_uniform")
+        result["attention_hit_any_uniform"] = uniform.get("attention_hit_any_uniform")
+    with tempfile.TemporaryDirectory(prefix="tclite-bench-") as tmp:
+        result["efficiency"] = efficiency(cfg, Path(tmp), log)
+        result["storage_bytes_per_video"] = storage(cfg.dim, cfg.frames, cfg.tokens)
+        result["flops_per_query"] = pair_flops(cfg.dim, cfg.frames, cfg.tokens, cfg.words)
+        result["paper_scale"] = paper_scale(log)
+        result["index"] = index_at_scale(cfg, Path(tmp), log)
+    result["machine"] = machine()
+    result["date"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    return result
+
+
+# ---------------------------------------------------------------------- report
+
+def acceptance(result: dict) -> list[tuple[str, bool | None, str]]:
+    """The issue's acceptance checks, on whatever sizes were run (None: not measured at that size)."""
+    eff = result["efficiency"]
+    checks = []
+    big = eff.get("1000000")
+    if big:
+        r = big["student_batched_ms_per_query"] / big["matmul_floor_ms_per_query"]
+        checks.append(("batched search <= 1.3x matmul floor at N=1M", r <= 1.3, f"{r:.2f}x"))
+    else:
+        checks.append(("batched search <= 1.3x matmul floor at N=1M", None, "N=1M not run"))
+    mid = eff.get("10000")
+    if mid and mid["teacher_ms_per_query"]:
+        name, ms = min(mid["teacher_ms_per_query"].items(), key=lambda kv: kv[1])
+        r = ms / mid["student_ms_per_query"]
+        checks.append(("cheapest teacher >= 50x student per query at N=10k", r >= 50,
+                       f"{name} {r:.0f}x" + (" (extrapolated)" if mid["extrapolated"] else "")))
+    s = result["paper_scale"]["storage_bytes_per_video"]["student"]
+    checks.append(("paper-scale student storage 2048 bytes", s == 2048, f"{s} bytes"))
+    probe = result["index"]["float16_search"]
+    if probe["n"] >= 1_000_000:
+        checks.append(("1M x 512 float16 search peak RSS <= 1.5 GB", probe["peak_rss_mib"] <= 1536,
+                       f"{probe['peak_rss_mib']:.0f} MiB"))
+    else:
+        checks.append(("1M x 512 float16 search peak RSS <= 1.5 GB", None, f"only N={probe['n']} run"))
+    return checks
+
+
+def markdown(result: dict) -> str:
+    lines = [f"Measured {result['date']} on {result['machine']}.", ""]
+    if result["quality"]:
+        lines += ["| model | R@1 | R@5 | R@10 | MdR | MnR | SumR | v2t R@1 | att. hit | att. hit any |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, m in result["quality"].items():
+            cells = []
+            for key in ("t2v_r1", "t2v_r5", "t2v_r10", "t2v_mdr", "t2v_mnr", "sumr", "v2t_r1",
+                        "attention_hit", "attention_hit_any"):
+                d = 3 if key.startswith("attention") else 1
+                cells.append("–" if m.get(key) is None else f"{m[key]:.{d}f} ± {m['std'][key]:.{d}f}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if result["attention_hit_uniform"] is not None:
+            lines.append("| uniform weights |" + " – |" * 7 + f" {result['attention_hit_uniform']:.3f} | "
+                         f"{result['attention_hit_any_uniform']:.3f} |")
+        lines.append("")
+    lines += ["Search time per query in ms (exact top-10, d=512; teachers: one query, pre-encoded videos).", "",
+              "| N | student | student, batch 32 | matmul floor, batch 32 | ratio | "
+              + " | ".join(TEACHER_NAMES) + " |", "|---" * (5 + len(TEACHER_NAMES)) + "|"]
+    for n, row in result["efficiency"].items():
+        mark = "*" if row["extrapolated"] else ""
+        t = row["teacher_ms_per_query"]
+        lines.append(f"| {int(n):,} | {row['student_ms_per_query']:.3f} | {row['student_batched_ms_per_query']:.3f} | "
+                     f"{row['matmul_floor_ms_per_query']:.3f} | "
+                     f"{row['student_batched_ms_per_query'] / row['matmul_floor_ms_per_query']:.2f} | "
+                     + " | ".join(f"{t[x]:.1f}{mark}" if x in t else "–" for x in TEACHER_NAMES) + " |")
+    lines += ["", "\\* extrapolated linearly from the largest measured N.", ""]
+    ps = result["paper_scale"]
+    models = ["student", "student_float16", *TEACHER_NAMES]
+    lines += ["| per video / per query | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|",
+              "| bytes stored (bench) | " + " | ".join(f"{result['storage_bytes_per_video'][m]:,}" for m in models) + " |",
+              "| bytes stored (paper scale) | " + " | ".join(f"{ps['storage_bytes_per_video'][m]:,}" for m in models) + " |",
+              "| FLOPs per query·video (bench) | " + " | ".join(
+                  f"{result['flops_per_query'].get(m, result['flops_per_query']['student']):,}" for m in models) + " |",
+              "| FLOPs per query·video (paper) | " + " | ".join(
+                  f"{ps['flops_per_query'].get(m, ps['flops_per_query']['student']):,}" for m in models) + " |", ""]
+    f = ps["flops_per_query"]
+    lines.append(f"Paper scale encoders (open_clip ViT-B-32): text {f['text_encoder'] / 1e9:.2f} GFLOPs per query; "
+                 f"12 frames {f['video_encoder'] / 1e9:.1f} GFLOPs per video (once, at indexing). A query over 1M "
+                 f"videos: student {(f['text_encoder'] + 1e6 * f['student']) / 1e9:.1f} GFLOPs, "
+                 + ", ".join(f"{t} {(f['text_encoder'] + 1e6 * f[t]) / 1e9:.0f}" for t in TEACHER_NAMES) + ".")
+    probe = result["index"]["float16_search"]
+    lines += ["", f"float16 index, N={probe['n']:,}: peak RSS {probe['peak_rss_mib']:.0f} MiB "
+              f"(of which {probe['rss_after_import_mib']:.0f} MiB is Python + torch; index file "
+              f"{probe['index_mib']:.0f} MiB), batch-32 search {probe['batched_ms_per_query']:.3f} ms/query."]
+    fa = result["index"]["faiss"]
+    if fa.get("available"):
+        for n, row in fa.items():
+            if isinstance(row, dict):
+                lines.append(f"faiss IVF-Flat, N={int(n):,}, nlist {row['nlist']}: " + "; ".join(
+                    f"nprobe {p}: recall@10 {v['recall_at_k']:.3f}, {v['batched_ms_per_query']:.3f} ms/query"
+                    for p, v in row["nprobe"].items()) + " (random vectors: the hardest case for IVF).")
+    else:
+        lines.append("faiss: not installed (pip install 'teachclip-lite[faiss]').")
+    lines += ["", "Acceptance:"]
+    for text, ok, value in acceptance(result):
+        lines.append(f"- [{'x' if ok else ' '}] {text}: {value}" + (" (not measured)" if ok is None else ""))
+    return "\n".join(lines)
+
+
+def write_json(result: dict, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m teachclip_lite.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--quick", action="store_true", help="small N and few repeats (about a minute)")
+    p.add_argument("--skip-quality", action="store_true", help="efficiency, storage and FLOPs only")
+    p.add_argument("--features", choices=("toy", "synthetic"), default="toy",
+                   help="quality on the toy world (default) or the synthetic feature-space stand-in")
+    args = p.parse_args(argv)
+    make = BenchConfig.quick_config if args.quick else BenchConfig
+    cfg = make(quality=not args.skip_quality, features=args.features)
+    t = time.perf_counter()
+    try:
+        result = run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
+    except (RuntimeError, ValueError, OSError) as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 1
+    write_json(result, args.out)
+    print(markdown(result))
+    print(f"\n(wrote {args.out} in {time.perf_counter() - t:.0f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
