@@ -199,3 +199,22 @@ def load_dataset(path: str | os.PathLike, check_videos: bool = True, strict: boo
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise DataError(f"{errors[0]}{more}")
     return ds
+
+
+def check_caption_lengths(dataset: Dataset, count_tokens, context_length: int) -> list[Problem]:
+    """Warnings (with file and line) for captions longer than the text encoder's context.
+
+    CLIP's tokenizer cuts such captions to `context_length` tokens, so the end of a long
+    caption never reaches the model; better to know which ones. `count_tokens(text)` is
+    the backbone's (tokens with start/end markers). The warnings are also added to
+    dataset.problems.
+    """
+    out = []
+    for c in dataset.captions:
+        n = count_tokens(c.text)
+        if n > context_length:
+            out.append(Problem(str(dataset.source), c.line or None,
+                               f"caption of {n} tokens ({len(c.text)} characters) for {c.video} truncated to the "
+                               f"tokenizer's context of {context_length} tokens", "warning"))
+    dataset.problems.extend(out)
+    return out

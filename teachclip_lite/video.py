@@ -5,11 +5,22 @@ ten-minute clip costs about as much as a ten-second one. Writing goes through
 PyAV (libx264), always to a temporary file that is renamed into place, so a
 reader never sees half a video. Every decoding failure becomes one
 `VideoDecodeError` whose message names the file and the reason.
+
+What real disks hold, and how it is handled:
+- rotated phone videos (a display matrix in the MP4): decord ignores it (and fails
+  outright on 90/270 degrees), so those go through PyAV, which also seeks, and the
+  frames are turned upright;
+- files decord cannot read at all (newer codecs): PyAV is tried before giving up;
+- variable frame rate (screen recordings, some phones): frames are sampled uniformly
+  in time rather than in frame count, so a long still stretch is not skipped;
+- odd sizes and grayscale decode to RGB like anything else.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,28 +132,232 @@ def probe_video(path: str | os.PathLike) -> tuple[int, float]:
 def load_video(path: str | os.PathLike, cfg: SamplingConfig = SamplingConfig()) -> Clip:
     """Decode the sampled frames of one clip, resized and centre-cropped to cfg.size."""
     path = Path(path)
-    vr = _open(path)
-    n, video_fps = len(vr), float(vr.get_avg_fps() or 0.0)
-    idx, mask = sample_indices(n, cfg.num_frames, video_fps, cfg.fps if video_fps > 0 else None)
-    valid = idx[mask]
+    if display_rotation(path):
+        return _load_pyav(path, cfg)
     try:
-        raw = vr.get_batch(valid.tolist()).asnumpy()  # [t, H, W, 3] uint8, RGB
-        ts = vr.get_frame_timestamp(valid.tolist())[:, 0]
+        vr = _open(path)
+    except VideoDecodeError as err:
+        if not path.is_file() or path.stat().st_size == 0:
+            raise
+        try:  # decord (FFmpeg 4) cannot open some files a newer FFmpeg reads fine
+            return _load_pyav(path, cfg)
+        except VideoDecodeError:
+            raise err from None
+    n, video_fps = len(vr), float(vr.get_avg_fps() or 0.0)
+    idx, mask = _sample(n, cfg, video_fps, lambda: vr.get_frame_timestamp(list(range(n)))[:, 0])
+    valid = idx[mask]
+    todo = np.unique(valid)
+    try:
+        raw = vr.get_batch(todo.tolist()).asnumpy()  # [t, H, W, 3] uint8, RGB
+        ts = vr.get_frame_timestamp(todo.tolist())[:, 0]
     except Exception as e:
-        raise VideoDecodeError(path, f"decoding failed, file may be truncated ({_short_reason(e)})") from None
-    if raw.ndim != 4 or raw.shape[0] != len(valid) or raw.shape[1] == 0 or raw.shape[2] == 0:
+        err = VideoDecodeError(path, f"decoding failed, file may be truncated ({_short_reason(e)})")
+        try:  # decord (FFmpeg 4) chokes on some streams a newer FFmpeg reads fine
+            return _load_pyav(path, cfg)
+        except VideoDecodeError:
+            raise err from None
+    if raw.ndim != 4 or raw.shape[0] != len(todo) or raw.shape[1] == 0 or raw.shape[2] == 0:
         raise VideoDecodeError(path, f"decoder returned frames of shape {tuple(raw.shape)}")
-    frames = resize_center_crop(torch.from_numpy(raw).permute(0, 3, 1, 2), cfg.size)
+    pos = np.searchsorted(todo, valid)  # repeated indices (VFR stills) decode once
+    return _clip(torch.from_numpy(raw[pos]).permute(0, 3, 1, 2), ts[pos], idx, mask, n, video_fps, cfg)
+
+
+def _clip(frames: torch.Tensor, ts: np.ndarray, idx: np.ndarray, mask: np.ndarray, n: int, fps: float,
+          cfg: SamplingConfig) -> Clip:
+    frames = resize_center_crop(frames, cfg.size)
     out = torch.zeros((cfg.num_frames, 3, cfg.size, cfg.size), dtype=torch.uint8)
-    out[: len(valid)] = frames
+    k = int(mask.sum())
+    out[:k] = frames
     stamps = np.full(cfg.num_frames, np.nan)
-    stamps[: len(valid)] = ts
-    return Clip(out, torch.from_numpy(mask), stamps, idx, n, video_fps)
+    stamps[:k] = ts
+    return Clip(out, torch.from_numpy(mask), stamps, idx, n, fps)
+
+
+def _sample(n: int, cfg: SamplingConfig, video_fps: float, starts) -> tuple[np.ndarray, np.ndarray]:
+    """Frame indices to decode: uniform in frame count for constant frame rate (CLIP4Clip),
+    uniform in time when the frame rate varies. `starts` gives every frame's start time (lazily)."""
+    if n > cfg.num_frames:
+        try:
+            t = np.asarray(starts(), dtype=np.float64)
+        except Exception:
+            t = None
+        if t is not None and is_variable_frame_rate(t):
+            return sample_times(t, cfg.num_frames, cfg.fps)
+    return sample_indices(n, cfg.num_frames, video_fps, cfg.fps if video_fps > 0 else None)
+
+
+def is_variable_frame_rate(starts: np.ndarray, tolerance: float = 1.5) -> bool:
+    """True when frame durations differ by more than `tolerance` x the median (NTSC jitter is not VFR)."""
+    if len(starts) < 3:
+        return False
+    d = np.diff(np.asarray(starts, dtype=np.float64))
+    if not np.all(np.isfinite(d)) or np.any(d <= 0):
+        return False   # broken or unordered timestamps: trust the frame count instead
+    med = float(np.median(d))
+    return bool(d.max() > tolerance * med or d.min() < med / tolerance)
+
+
+def sample_times(starts: np.ndarray, num_frames: int, fps: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Like `sample_indices`, but uniform in time: the frame on screen at each sample time.
+
+    A frame held on screen for long (a still in a screen recording) can be picked more than once:
+    that is what the viewer saw. Needs more native frames than num_frames (else use sample_indices).
+    """
+    starts = np.asarray(starts, dtype=np.float64)
+    end = starts[-1] + (starts[-1] - starts[0]) / max(1, len(starts) - 1)   # the last frame lasts ~ average
+    if fps is not None and fps > 0:
+        times = np.arange(starts[0], end, 1.0 / fps)
+        if len(times) > num_frames:
+            times = times[np.linspace(0, len(times) - 1, num=num_frames).round().astype(np.int64)]
+    else:
+        times = np.linspace(starts[0], starts[-1], num=num_frames)
+    cand = np.clip(np.searchsorted(starts, times + 1e-9, side="right") - 1, 0, len(starts) - 1)
+    idx = np.full(num_frames, -1, dtype=np.int64)
+    idx[: len(cand)] = cand
+    return idx, idx >= 0
+
+
+# ---------------------------------------------------------------- rotation and the PyAV path
+
+def display_rotation(path: str | os.PathLike) -> int:
+    """Degrees (0, 90, 180, 270, counter-clockwise) to turn an MP4/MOV video upright, read from the
+    video track's matrix without decoding anything; 0 for other containers or unreadable files."""
+    try:
+        with open(path, "rb") as f:
+            end = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            if len(head) < 8 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
+                return 0
+            for typ, s, e in _boxes(f, 0, end):
+                if typ != b"moov":
+                    continue
+                for typ2, s2, e2 in _boxes(f, s, e):
+                    if typ2 != b"trak":
+                        continue
+                    matrix, video = None, False
+                    for typ3, s3, e3 in _boxes(f, s2, e2):
+                        if typ3 == b"tkhd":
+                            f.seek(s3)
+                            d = f.read(min(e3 - s3, 96))
+                            off = 40 if d[:1] == b"\x00" else 52
+                            if len(d) >= off + 36:
+                                matrix = struct.unpack(">9i", d[off:off + 36])
+                        elif typ3 == b"mdia":
+                            for typ4, s4, _ in _boxes(f, s3, e3):
+                                if typ4 == b"hdlr":
+                                    f.seek(s4 + 8)
+                                    video = f.read(4) == b"vide"
+                    if video and matrix:
+                        angle = -math.degrees(math.atan2(matrix[1], matrix[0]))
+                        k = round(angle / 90)
+                        return (k * 90) % 360 if abs(angle - k * 90) < 1 else 0
+    except (OSError, struct.error):
+        return 0
+    return 0
+
+
+def _boxes(f, start: int, end: int):
+    """(type, payload start, box end) of the ISO-BMFF boxes between start and end."""
+    pos = start
+    while pos + 8 <= end:
+        f.seek(pos)
+        size, typ = struct.unpack(">I4s", f.read(8))
+        head = 8
+        if size == 1:
+            size, head = struct.unpack(">Q", f.read(8))[0], 16
+        elif size == 0:
+            size = end - pos
+        if size < head or pos + size > end:
+            return
+        yield typ, pos + head, pos + size
+        pos += size
+
+
+def _load_pyav(path: Path, cfg: SamplingConfig) -> Clip:
+    """The sampled frames through PyAV (rotated or decord-unreadable files)."""
+    rgb, starts, idx, mask, n, video_fps = _read_pyav(path, lambda n, fps, starts: _sample(n, cfg, fps, lambda: starts))
+    frames = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2)
+    return _clip(frames, starts[idx[mask]], idx, mask, n, video_fps, cfg)
+
+
+def _read_pyav(path: Path, choose):
+    """Index the packets (no decoding), pick frames with choose(n, fps, starts) -> (idx, mask), then
+    seek to the keyframe before each and decode forward to it. Frames come out upright (display matrix).
+    Returns (RGB frames for idx[mask], starts [n] seconds, idx, mask, n, fps)."""
+    import av
+
+    if not path.exists():
+        raise VideoDecodeError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise VideoDecodeError(path, "empty file (0 bytes)")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(path, "no video stream")
+            stream = container.streams.video[0]
+            pts, keys = [], []
+            for pkt in container.demux(stream):
+                if pkt.pts is None:
+                    if pkt.size:
+                        raise VideoDecodeError(path, "packets without timestamps "
+                                                     "(remux it: ffmpeg -i IN -c copy OUT.mp4)")
+                    continue
+                pts.append(int(pkt.pts))
+                if pkt.is_keyframe:
+                    keys.append(int(pkt.pts))
+            if not pts:
+                raise VideoDecodeError(path, "video has no frames")
+            pts = np.unique(pts)
+            keys = np.unique(keys) if keys else pts[:1]
+            starts = (pts - pts[0]) * float(stream.time_base)
+            n = len(pts)
+            video_fps = (n - 1) / starts[-1] if n > 1 and starts[-1] > 0 else float(stream.average_rate or 0.0)
+            idx, mask = choose(n, video_fps, starts)
+            want = np.unique(idx[mask])
+            got = _decode_at(container, stream, pts[want], keys)
+    except VideoDecodeError:
+        raise
+    except Exception as e:  # av.error.FFmpegError and friends
+        raise VideoDecodeError(path, f"not a readable video ({_short_reason(e)})") from None
+    if len(got) != len(want):
+        raise VideoDecodeError(path, f"decoding failed, file may be truncated ({len(got)} of {len(want)} "
+                                     "sampled frames decoded)")
+    pos = np.searchsorted(want, idx[mask])
+    return [got[i] for i in pos], starts, idx, mask, n, video_fps
+
+
+def _decode_at(container, stream, targets: np.ndarray, keys: np.ndarray) -> list[np.ndarray]:
+    """RGB frames at the given pts (sorted), upright; seeks only when a keyframe lies in between."""
+    out, frames, current = [], None, None
+    for target in targets.tolist():
+        key = int(keys[max(0, np.searchsorted(keys, target, side="right") - 1)])
+        if frames is None or current is None or current >= target or key > current:
+            container.seek(key, stream=stream, backward=True, any_frame=False)
+            frames = container.decode(stream)
+            current = None
+        for frame in frames:
+            if frame.pts is None:
+                continue
+            current = frame.pts
+            if frame.pts >= target:
+                rgb = frame.to_ndarray(format="rgb24")
+                k = round(getattr(frame, "rotation", 0) / 90) % 4
+                out.append(np.ascontiguousarray(np.rot90(rgb, k=k)) if k else rgb)
+                break
+        else:
+            break   # ran out of frames: truncated
+    return out
 
 
 def read_all_frames(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     """Every frame of a short clip as uint8 [N,H,W,3] (for previews and pretraining, not for long clips)."""
     path = Path(path)
+    if display_rotation(path):
+        every = lambda n, fps, starts: (np.arange(n), np.ones(n, dtype=bool))  # noqa: E731
+        raw = np.stack(_read_pyav(path, every)[0])
+        if size is not None:
+            raw = resize_center_crop(torch.from_numpy(raw).permute(0, 3, 1, 2), size).permute(0, 2, 3, 1).numpy()
+        return raw
     vr = _open(path)
     try:
         raw = vr.get_batch(list(range(len(vr)))).asnumpy()
