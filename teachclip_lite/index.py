@@ -171,8 +171,13 @@ class Index:
         n, k = len(self), min(int(k), len(self))
         if k <= 0 or q.shape[0] == 0:
             return torch.empty(q.shape[0], max(k, 0)), torch.empty(q.shape[0], max(k, 0), dtype=torch.long)
+        if workers is None:
+            workers = torch.get_num_threads() if self.vectors.nbytes >= PARALLEL_BYTES else 1
         budget = CHUNK_BYTES if self.dtype == "float32" else CONVERT_BYTES
         step = max(1, min(n, chunk_rows or max(256, budget // (4 * self.dim))))
+        if workers > 1 and not chunk_rows:
+            step = min(step, -(-n // workers))   # at least one chunk per worker
+        workers = max(1, min(workers, -(-n // step)))
         spans = iter([(start, min(n, start + step)) for start in range(0, n, step)])
         lock = threading.Lock()
 
@@ -180,9 +185,6 @@ class Index:
             with lock:
                 return next(spans, None)
 
-        if workers is None:
-            workers = torch.get_num_threads() if self.vectors.nbytes >= PARALLEL_BYTES else 1
-        workers = max(1, min(workers, -(-n // step)))
         if workers == 1:
             with _single_threaded():
                 return self._scan(q, k, step, take)
