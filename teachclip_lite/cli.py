@@ -698,6 +698,16 @@ def _read_config(path: Path) -> dict:
     base = path.parent
     for k in ("data", "out"):   # relative paths are relative to the config file
         cfg[k] = str((base / str(cfg[k])).resolve()) if not Path(str(cfg[k])).is_absolute() else str(cfg[k])
+    pre = cfg.get("pretrained")
+    if pre and not Path(str(pre)).is_absolute() and (base / str(pre)).is_file():
+        cfg["pretrained"] = str((base / str(pre)).resolve())
+    try:
+        cfg["seed"], cfg["frames"] = int(cfg.get("seed", 0)), int(cfg.get("frames", 12))
+        cfg["val_fraction"] = float(cfg.get("val_fraction", 0.1))
+    except (TypeError, ValueError):
+        raise CliError(f"{path}: seed and frames must be whole numbers, val_fraction a number") from None
+    if not 0 < cfg["val_fraction"] < 1 or cfg["frames"] < 1:
+        raise CliError(f"{path}: need 0 < val_fraction < 1 and frames >= 1")
     return cfg
 
 
@@ -782,7 +792,7 @@ def run_train(config_path: str | os.PathLike) -> Path:
         unknown = [k for k in kw if k not in known]
         if unknown:
             raise CliError(f"{path}: unknown {name} setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    seed, frames = int(cfg.get("seed", 0)), int(cfg.get("frames", 12))
+    seed, frames = cfg["seed"], cfg["frames"]
     try:
         tcfg = TrainConfig(**{**train_kw, "seed": seed})
     except (TypeError, ValueError) as e:
@@ -808,7 +818,7 @@ def run_train(config_path: str | os.PathLike) -> Path:
         raise CliError(f"{ds.source}: no rows with split=train; mark the captions to learn from with "
                        "a 'split' column (train / val / test)")
     if "val" not in splits:
-        frac = float(cfg.get("val_fraction", 0.1))
+        frac = cfg["val_fraction"]
         _hold_out_val(fs, frac, seed)
         _warn(f"no 'val' split in {ds.source}: holding out {frac:.0%} of the training videos for validation")
     eval_split = "test" if "test" in splits else "val"
@@ -906,7 +916,16 @@ def _parser() -> argparse.ArgumentParser:
     ps.add_argument("--json", action="store_true", help='print a JSON list of {"rank", "score", "video"}')
     ps.set_defaults(func=_cmd_search)
 
-    pt = sub.add_parser("train", parents=[common], help="train teachers, then the TeachCLIP student")
+    pt = sub.add_parser("train", parents=[common], help="train teachers, then the TeachCLIP student",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Train the teachers, then the TeachCLIP student (and the baselines named in "
+                                    "'models') on a dataset in the kit's format (data/README.md). Checkpoints, "
+                                    "results.json, metrics.md and model.pt go to the config's 'out' folder; a "
+                                    "re-run resumes.",
+                        epilog="CONFIG.yaml settings (paths relative to the file):\n" + "\n".join(
+                            f"  {k + ':':<14}{v}" for k, v in TRAIN_KEYS.items()) +
+                        "\n\nexample:\n  data: my_videos\n  out: runs/poc\n  backbone: ViT-B-32\n"
+                        "  pretrained: openai\n  train: {epochs: 10, batch_size: 120}")
     pt.add_argument("--config", required=True, metavar="CONFIG.yaml")
     pt.set_defaults(func=_cmd_train)
 
