@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +63,7 @@ class BenchConfig:
     words: int = 32                   # caption tokens (the paper's max words)
     k: int = 10
     batch: int = 32
-    single_queries: int = 8           # one-query searches per round (their mean is reported)
+    single_queries: int = 8           # queries searched one at a time (mean of their best times)
     repeats: int = 5
     rss_size: int = 1_000_000         # float16 index searched in a fresh process for peak RSS
     faiss_sizes: tuple[int, ...] = (100_000, 1_000_000)
@@ -76,7 +76,7 @@ class BenchConfig:
 
     @classmethod
     def quick_config(cls, **kw) -> "BenchConfig":
-        """About a minute: small N, few repeats, one-seed two-epoch quality."""
+        """Small N, few repeats, one-seed two-epoch quality: about a minute on a quiet 2-core machine."""
         base = dict(sizes=(1_000, 10_000), teacher_sizes=(1_000,), repeats=2, single_queries=4,
                     rss_size=20_000, faiss_sizes=(10_000,), faiss_nprobe=(8, 64), quick=True)
         return cls(**{**base, **kw})
@@ -109,6 +109,7 @@ def best_times(fns: dict, repeats: int) -> dict[str, float]:
 
 @contextlib.contextmanager
 def one_thread():
+    """torch on one thread inside the block (for the floor's and the teachers' one-thread timings)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -436,11 +437,13 @@ def acceptance(result: dict) -> list[tuple[str, bool | None, str]]:
     else:
         checks.append(("batched search <= 1.3x matmul floor at N=1M", None, "N=1M not run"))
     mid = eff.get("10000")
-    if mid and mid["teacher_ms_per_query"]:
+    if mid and mid["teacher_ms_per_query"]:   # like for like: one query alone, teacher and student
         name, ms = min(mid["teacher_ms_per_query"].items(), key=lambda kv: kv[1])
         r = ms / mid["student_ms_per_query"]
-        checks.append(("cheapest teacher >= 50x student per query at N=10k", r >= 50,
-                       f"{name} {r:.0f}x" + (" (extrapolated)" if mid["extrapolated"] else "")))
+        rb = ms / mid["student_batched_ms_per_query"]
+        checks.append(("cheapest teacher >= 50x student per query at N=10k (one query alone)", r >= 50,
+                       f"{name} {r:.0f}x ({rb:.0f}x the student's batched time per query)"
+                       + (" (extrapolated)" if mid["extrapolated"] else "")))
     s = result["paper_scale"]["storage_bytes_per_video"]["student"]
     checks.append(("paper-scale student storage 2048 bytes", s == 2048, f"{s} bytes"))
     probe = result["index"]["float16_search"]
