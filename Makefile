@@ -22,8 +22,10 @@ $(TOY): $(STAMP)
 toy-clip: $(TOY)
 	$(PY) -m teachclip_lite.backbone pretrain-toy --data data/toy --out teachclip_lite/assets/toy_clip.pt
 
+# PROFILE=test runs the lessons with the small test parameters (a few minutes) instead of the demo ones.
+PROFILE ?= demo
 demo: $(TOY)
-	$(PY) -m teachclip_lite.demo --out $(RUN)
+	$(PY) -m teachclip_lite.demo --out $(RUN) --profile $(PROFILE)
 
 test: $(TOY)
 	$(PY) -m pytest -q

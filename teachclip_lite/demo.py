@@ -348,7 +348,7 @@ def lesson_features(max_train_videos: int | None = None, root: str | os.PathLike
     return limit_videos(toy_features(root, progress=progress), "train", max_train_videos)
 
 
-def experiment(lesson: Lesson, features, models, seeds=(0,), epochs: int = 6, batch_size: int = 64,
+def experiment(lesson: Lesson, features, models, seeds=(0,), epochs: int = 5, batch_size: int = 64,
                teachers=("xpool", "xclip", "ts2net"), student: dict | None = None,
                truth_root: str | os.PathLike = TOY_DIR, **train):
     """The ablation config of a lesson. Checkpoints go to the run's models folder, keyed by the data and every
@@ -629,15 +629,18 @@ class SearchEngine:
                                 for m, s in zip(self.members, self.stored)]).mean(0)[0]
             tscores, trows = sims.topk(k)
             teacher_ms = 1e3 * (time.perf_counter() - t0)
-        scale = float(self.student.logit_scale.detach())
-        hits = lambda sc, rw, mul: [{"rank": i + 1, "video": self.videos.ids[int(r)], "score": float(s) * mul}  # noqa: E731
-                                    for i, (s, r) in enumerate(zip(sc, rw))]
+        scale = float(self.student.logit_scale.detach())   # the index holds unit vectors: report logits, like the teacher
         return {"query": query, "k": k, "encode_ms": encode_ms,
-                "student": hits(np.asarray(scores)[0], np.asarray(rows)[0], scale), "student_ms": student_ms,
+                "student": self._hits(np.asarray(scores)[0], np.asarray(rows)[0], scale), "student_ms": student_ms,
                 "student_name": self.student_name, "student_how": f"index of {len(self.index)} vectors",
-                "teacher": hits(tscores.numpy(), trows.numpy(), 1.0), "teacher_ms": teacher_ms,
+                "teacher": self._hits(tscores.numpy(), trows.numpy(), 1.0), "teacher_ms": teacher_ms,
                 "teacher_name": self.teacher_name,
                 "teacher_how": f"pair scoring against {len(self.videos)} stored videos"}
+
+
+    def _hits(self, scores, rows, scale: float) -> list[dict]:
+        return [{"rank": i + 1, "video": self.videos.ids[int(r)], "score": float(s) * scale}
+                for i, (s, r) in enumerate(zip(scores, rows))]
 
 
 def example_queries(features, truth: dict, n: int = 4) -> list[str]:

@@ -171,11 +171,13 @@ def test_04_interactive_retrieval(lessons):
 
 @pytest.mark.notebook
 @pytest.mark.slow
-def test_05_bring_your_own_videos(lessons):
+def test_05_bring_your_own_videos(lessons, monkeypatch, tmp_path):
+    monkeypatch.setenv("TEACHCLIP_CACHE", str(tmp_path / "cache"))   # the kernel's feature cache: not data/cache
     m, nb = lessons("05_bring_your_own_videos")
     n_train, n_val, n_test = demo.TEST_PARAMETERS["05_bring_your_own_videos"]["EXAMPLE_VIDEOS"]
     assert m["videos"] == m["indexed"] == n_train + n_val + n_test and m["problems"] == 0
     assert m["trained"] and Path(m["model"]).is_file() and (Path(m["index"]) / "CURRENT").is_file()
+    assert any((tmp_path / "cache").iterdir()), "the example folder's features were not cached where asked"
     for key in ("student", "zero_shot_meanP"):
         assert 0 <= m[key]["t2v_r1"] <= m[key]["t2v_r5"] <= m[key]["t2v_r10"] <= 100
     assert len(m["searches"]) == 3 and all(len(v) == m["k"] for v in m["searches"].values())
