@@ -95,7 +95,7 @@ def test_index_search_reindex_a_messy_folder(messy, tmp_path, capsys):
     assert all(json.loads(run(capsys, "search", out, "a red circle moving left", "-k", "4", "--json")[1]) == hits
                for _ in range(2))
     rc, stdout, _ = run(capsys, "search", out, "a red circle moving left", "-k", "4")
-    assert [ln.split()[-1] for ln in stdout.splitlines()] == [h["video"] for h in hits]
+    assert [ln.split(None, 2)[-1] for ln in stdout.splitlines()] == [h["video"] for h in hits]
     rc, stdout, err = run(capsys, "search", out, "a blue square " * 100, "--json")   # longer than the context
     assert rc == 0 and len(json.loads(stdout)) == 5 and "only the first 32" in err
 
