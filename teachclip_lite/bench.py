@@ -32,7 +32,6 @@ then per query the text side and the pair scoring against every stored video.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -47,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .index import FaissIndex, Index, faiss_available
+from .index import FaissIndex, Index, faiss_available, single_threaded
 
 TEACHER_NAMES = ("xpool", "xclip", "ts2net")
 PAPER = {"dim": 512, "frames": 12, "tokens": 50, "words": 32, "backbone": "ViT-B-32"}
@@ -105,17 +104,6 @@ def best_times(fns: dict, repeats: int) -> dict[str, float]:
             f()
             best[name] = min(best[name], time.perf_counter() - t)
     return best
-
-
-@contextlib.contextmanager
-def one_thread():
-    """torch on one thread inside the block (for the floor's and the teachers' one-thread timings)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def count_flops(fn) -> int:
@@ -233,7 +221,7 @@ def efficiency(cfg: BenchConfig, workdir: Path, log=print) -> dict:
             return torch.matmul(queries, corpus.T).topk(cfg.k, dim=1)
 
         def floor_one_thread():  # on a busy machine one thread can beat torch's default: the floor is the better
-            with one_thread():
+            with single_threaded():
                 return floor()
 
         def batched():
@@ -255,7 +243,7 @@ def efficiency(cfg: BenchConfig, workdir: Path, log=print) -> dict:
                     return teacher_search(teacher, text, stored, cfg.k)
 
                 def serve_one_thread():
-                    with one_thread():
+                    with single_threaded():
                         return serve()
 
                 secs = best_times({"default": serve, "one": serve_one_thread}, max(1, cfg.repeats - 2))

@@ -188,7 +188,7 @@ class Index:
                 return next(spans, None)
 
         if workers == 1:
-            with _single_threaded():
+            with single_threaded():
                 return self._scan(q, k, step, take)
         parts = _in_workers([lambda: self._scan(q, k, step, take)] * workers)
         return _best(torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1), k)
@@ -322,7 +322,7 @@ _POOL: tuple[int, int, ThreadPoolExecutor] | None = None   # (pid, size, pool): 
 
 
 @contextlib.contextmanager
-def _single_threaded():
+def single_threaded():
     """torch on one thread in this block. Per-op thread teams pay a barrier per op, and on
     a shared machine a barrier waits for a busy core: measured 2-10x slower for small ops."""
     threads = torch.get_num_threads()
@@ -343,7 +343,7 @@ def _in_workers(jobs: list) -> list:
     threads = torch.get_num_threads()
 
     def one(job):
-        with _single_threaded():
+        with single_threaded():
             return job()
 
     try:
