@@ -603,14 +603,16 @@ class SearchEngine:
         self.backbone, self.student, self.videos = backbone, student.eval(), videos
         self.members = list(getattr(teacher, "members", [teacher]))
         self.student_name, self.teacher_name = student_name, teacher_name
+        dev = _device(student)
         with torch.no_grad():
-            v, _ = student.encode_video(videos.frames, videos.mask)
-            self.index = Index(v.numpy().astype(np.float32), list(videos.ids), {"model": student_name})
+            v, _ = student.encode_video(videos.frames.to(dev), videos.mask.to(dev))
+            self.index = Index(v.float().cpu().numpy(), list(videos.ids), {"model": student_name})
             self.stored = []
             for m in self.members:
                 m.eval()
-                p = videos.patches if m.needs_patches else None
-                self.stored.append(m.encode_videos(videos.frames, videos.mask, p))
+                d = _device(m)
+                p = videos.patches.to(d) if m.needs_patches else None
+                self.stored.append(m.encode_videos(videos.frames.to(d), videos.mask.to(d), p))
 
     def search(self, query: str, k: int = 5) -> dict:
         import torch
@@ -621,11 +623,12 @@ class SearchEngine:
         encode_ms = 1e3 * (time.perf_counter() - t0)
         with torch.no_grad():
             t0 = time.perf_counter()
-            q = self.student.encode_text(sentence)
-            scores, rows = self.index.search(q.numpy(), k)
+            q = self.student.encode_text(sentence.to(_device(self.student)))
+            scores, rows = self.index.search(q.float().cpu().numpy(), k)
             student_ms = 1e3 * (time.perf_counter() - t0)
             t0 = time.perf_counter()
-            sims = torch.stack([m.logit_scale * m.pair_sims(m.encode_texts(sentence, words, wmask), s)
+            sims = torch.stack([(m.logit_scale * m.pair_sims(m.encode_texts(*(x.to(_device(m)) for x in
+                                                                          (sentence, words, wmask))), s)).cpu()
                                 for m, s in zip(self.members, self.stored)]).mean(0)[0]
             tscores, trows = sims.topk(k)
             teacher_ms = 1e3 * (time.perf_counter() - t0)
@@ -641,6 +644,10 @@ class SearchEngine:
     def _hits(self, scores, rows, scale: float) -> list[dict]:
         return [{"rank": i + 1, "video": self.videos.ids[int(r)], "score": float(s) * scale}
                 for i, (s, r) in enumerate(zip(scores, rows))]
+
+
+def _device(model):
+    return next(model.parameters()).device
 
 
 def example_queries(features, truth: dict, n: int = 4) -> list[str]:
