@@ -58,6 +58,7 @@ TEST_PARAMETERS: dict[str, dict] = {
 # Demo parameters: the notebooks' own defaults (what a reader gets in JupyterLab).
 DEMO_PARAMETERS: dict[str, dict] = {name: {} for name in NOTEBOOKS}
 PROFILES = {"test": TEST_PARAMETERS, "demo": DEMO_PARAMETERS}
+CELL_TIMEOUT = {"test": 300, "demo": 1200}   # seconds a cell may run: a guard against a hung kernel, not a budget
 
 
 # ====================================================================== running notebooks
@@ -98,7 +99,8 @@ def run_notebook(name: str, out_dir: str | os.PathLike, profile: str = "demo", p
     dst = out_dir / f"{name}.ipynb"
     t0 = time.perf_counter()
     pm.execute_notebook(str(notebook_path(name)), str(dst), parameters=params, kernel_name=kernel_name(),
-                        cwd=str(NOTEBOOK_DIR), progress_bar=False, log_output=False)
+                        cwd=str(NOTEBOOK_DIR), progress_bar=False, log_output=False,
+                        execution_timeout=CELL_TIMEOUT[profile])
     seconds = time.perf_counter() - t0
     metrics_path = out_dir / f"{name}.json"
     if not metrics_path.is_file():
