@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TOY    := data/toy/.complete
 RUN    ?= runs/$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: venv data toy-clip demo test test-fast lab bench clean
+.PHONY: venv data toy-clip demo test lab bench clean chromium
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -27,8 +27,17 @@ PROFILE ?= demo
 demo: $(TOY)
 	$(PY) -m teachclip_lite.demo --out $(RUN) --profile $(PROFILE)
 
-test: $(TOY)
+test: $(TOY) chromium
 	$(PY) -m pytest -q
+
+# Headless Chromium for the notebook render test; installed when missing and apt-get can
+# (as root), otherwise that one test skips and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	 { if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	     apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null) \
+	     || echo "chromium not installed: the render test will skip"; \
+	   else echo "chromium missing (no apt-get or not root): the render test will skip"; fi; }
 
 lab: $(TOY)
 	$(VENV)/bin/jupyter lab notebooks/
