@@ -83,3 +83,15 @@ def test_teaching_loss_weights_and_teacher_average():
     assert loss0.item() == pytest.approx(info_nce(s).item()) and set(parts0) == {"nce", "loss"}
     with pytest.raises(ValueError):
         teaching_loss(s, None, None, [t1], [r1])
+
+
+def test_ce_and_kl_coarse_have_the_same_gradient():
+    """They differ by the teacher's entropy, a constant for the student: same gradients."""
+    torch.manual_seed(0)
+    t = torch.randn(6, 6) * 5
+    grads = []
+    for kind in ("ce", "kl"):
+        s = (torch.randn(6, 6, generator=torch.Generator().manual_seed(1)) * 5).requires_grad_()
+        coarse_loss(s, t, kind).backward()
+        grads.append(s.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
