@@ -53,12 +53,13 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path, length: int = 12) -> str:
+    """Leading hex digits of a file's SHA-256: names weights in cache keys and index configs."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()[:12]
+    return h.hexdigest()[:length]
 
 
 def _reachable(host: str, timeout: float = 4.0) -> bool:
@@ -106,7 +107,7 @@ def resolve_weights(cfg: BackboneConfig) -> tuple[str, str | None, str]:
         if not path.is_file():
             raise BackboneError(f"{path}: toy CLIP checkpoint not found; run `make toy-clip` to train it "
                                 f"(about 5 minutes on a CPU)")
-        return TOY_MODEL, str(path), f"{TOY_MODEL}/{_file_digest(path)}"
+        return TOY_MODEL, str(path), f"{TOY_MODEL}/{file_digest(path)}"
     if cfg.name not in open_clip.list_models():
         raise BackboneError(f"unknown open_clip model {cfg.name!r}; see open_clip.list_models() or use 'toy'")
     tag = cfg.pretrained if cfg.pretrained is not None else "openai"
@@ -114,7 +115,7 @@ def resolve_weights(cfg: BackboneConfig) -> tuple[str, str | None, str]:
         return cfg.name, None, f"{cfg.name}/random"
     path = Path(tag).expanduser()
     if path.is_file():
-        return cfg.name, str(path), f"{cfg.name}/{_file_digest(path)}"
+        return cfg.name, str(path), f"{cfg.name}/{file_digest(path)}"
     if path.suffix in (".pt", ".pth", ".bin", ".safetensors") or os.sep in tag:
         raise BackboneError(f"{path}: checkpoint file not found")
     tags = open_clip.list_pretrained_tags_by_model(cfg.name)
@@ -358,7 +359,7 @@ def pretrain_toy_clip(data_root: str | os.PathLike = "data/toy", out: str | os.P
         meta = {"model": TOY_MODEL, "recipe": asdict(cfg), "data": str(data_root),
                 "toy_world": json.loads((root / "meta.json").read_text())["config"],
                 "metrics": metrics, "history": history, "torch": torch.__version__,
-                "open_clip": open_clip.__version__, "sha256_12": _file_digest(out)}
+                "open_clip": open_clip.__version__, "sha256_12": file_digest(out)}
         tmp = out.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(meta, indent=2))
         os.replace(tmp, out.with_suffix(".json"))

@@ -126,14 +126,6 @@ def _same_encoder(a: dict, b: dict) -> bool:
     return all(a.get(k) == b.get(k) for k in keys)
 
 
-def _digest_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def read_model(path: str | os.PathLike):
     """A student checkpoint and the backbone it was trained on: (Student, {"name", "pretrained", "key"}).
 
@@ -171,14 +163,14 @@ def read_model(path: str | os.PathLike):
 def load_encoder(toy: bool = False, backbone: str | None = None, pretrained: str | None = None,
                  model: str | os.PathLike | None = None, frames: int | None = None) -> Encoder:
     """The encoder the `index` flags describe (defaults: ViT-B-32 with the `openai` weights, 12 frames)."""
-    from .backbone import BackboneConfig, load_backbone, resolve_weights
+    from .backbone import BackboneConfig, file_digest, load_backbone, resolve_weights
 
     student, model_sha, kind = None, None, None
     if model is not None:
         student, meta = read_model(model)
         student.eval()
         cfg = BackboneConfig(meta["name"], meta.get("pretrained"))
-        model_sha = _digest_file(Path(model))
+        model_sha = file_digest(Path(model), 16)
         kind = student.cfg.kind
         frames = frames or student.cfg.num_frames
         if student.cfg.uses_temporal and frames > student.cfg.num_frames:
@@ -211,14 +203,14 @@ def load_encoder(toy: bool = False, backbone: str | None = None, pretrained: str
 
 def encoder_from_spec(spec: dict) -> Encoder:
     """Rebuild the encoder an index was built with (for `search`), checking nothing changed under it."""
-    from .backbone import BackboneConfig, load_backbone
+    from .backbone import BackboneConfig, file_digest, load_backbone
 
     student = None
     if spec.get("pooling") == "student":
         path = Path(spec.get("model") or "")
         if not path.is_file():
             raise CliError(f"{path}: the model this index was built with is gone; put it back, or re-index")
-        if _digest_file(path) != spec.get("model_sha"):
+        if file_digest(path, 16) != spec.get("model_sha"):
             raise CliError(f"{path}: the model changed since this index was built; re-index with it")
         student, _ = read_model(path)
         student.eval()
