@@ -55,7 +55,7 @@ class ExperimentConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     models: tuple[str, ...] = ALL_MODELS
     train: TrainConfig = field(default_factory=TrainConfig)
-    teacher_train: TrainConfig | None = None   # None: the students' budget (seed set per run)
+    teacher_train: TrainConfig = field(default_factory=TrainConfig.for_teachers)  # seed set per run
     student: dict = field(default_factory=dict)  # StudentConfig fields shared by all students (layers, ...)
     teachers: tuple[str, ...] = TEACHERS       # who teaches the teachclip_* students
     eval_split: str = "test"
@@ -72,6 +72,7 @@ class ExperimentConfig:
         """Seconds, not minutes: one seed, two epochs, for tests and notebook smoke runs."""
         kw.setdefault("seeds", (0,))
         kw.setdefault("train", TrainConfig(epochs=2, batch_size=64))
+        kw.setdefault("teacher_train", TrainConfig.for_teachers(epochs=1, batch_size=64))
         return cls(**kw)
 
 
@@ -207,7 +208,7 @@ def run_experiments(cfg: ExperimentConfig, features: FeatureSet, progress: bool 
         results.rows.append(row)
 
     for seed in cfg.seeds:
-        tcfg = replace(cfg.teacher_train or cfg.train, seed=seed)
+        tcfg = replace(cfg.teacher_train, seed=seed)
         teachers = {}
         for tname in need_teachers:
             t0 = time.perf_counter()

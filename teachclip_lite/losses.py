@@ -46,16 +46,20 @@ def _pearson_rows(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = 
 
 
 def coarse_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "pearson") -> torch.Tensor:
-    """Distil a teacher's [B, B] logits into the student's, over rows (t2v) plus columns (v2t)."""
+    """Distil a teacher's [B, B] logits into the student's, over rows (t2v) plus columns (v2t).
+
+    `teacher` may also be [K, B, B] (K teachers at once): the result is the mean over teachers.
+    """
     teacher = teacher.detach()
     total = student.new_zeros(())
-    for s, t in ((student, teacher), (student.t(), teacher.t())):
+    for s, t in ((student, teacher), (student.transpose(-1, -2), teacher.transpose(-1, -2))):
         if kind == "pearson":
-            total = total + (1 - _pearson_rows(s.softmax(-1), t.softmax(-1))).mean()
+            total = total + (1 - _pearson_rows(s.softmax(-1).expand_as(t), t.softmax(-1))).mean()
         elif kind == "ce":
             total = total + -(t.softmax(-1) * s.log_softmax(-1)).sum(-1).mean()
         elif kind == "kl":
-            total = total + F.kl_div(s.log_softmax(-1), t.log_softmax(-1), reduction="batchmean", log_target=True)
+            p = t.log_softmax(-1)
+            total = total + (p.exp() * (p - s.log_softmax(-1))).sum(-1).mean()
         else:
             raise ValueError(f"coarse loss {kind!r} is not one of {COARSE_LOSSES}")
     return total
@@ -64,7 +68,8 @@ def coarse_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "pears
 def fine_loss(scores: torch.Tensor, relevance: torch.Tensor, mask: torch.Tensor | None = None,
               kind: str = "ce") -> torch.Tensor:
     """Teach AFA where to look: scores [B, T] are the student's frame logits (weights = softmax(scores),
-    temperature 1), relevance [B, T] the teacher's frame distribution for the same pair."""
+    temperature 1), relevance [B, T] the teacher's frame distribution for the same pair
+    (or [K, B, T] for K teachers: the mean over teachers)."""
     relevance = relevance.detach()
     if mask is None:
         mask = torch.ones_like(scores, dtype=torch.bool)
@@ -91,13 +96,13 @@ def teaching_loss(student_logits: torch.Tensor, student_scores: torch.Tensor | N
     w_nce, w_coarse, w_fine = weights
     nce = info_nce(student_logits)
     loss, parts = w_nce * nce, {"nce": nce.item()}
-    if w_coarse and teacher_logits:
-        c = torch.stack([coarse_loss(student_logits, t, coarse) for t in teacher_logits]).mean()
+    if w_coarse and len(teacher_logits):   # all teachers in one batched call: the mean of their losses
+        c = coarse_loss(student_logits, torch.stack(list(teacher_logits)), coarse)
         loss, parts["coarse"] = loss + w_coarse * c, c.item()
-    if w_fine and teacher_relevance:
+    if w_fine and len(teacher_relevance):
         if student_scores is None:
             raise ValueError("fine-grained teaching needs a student with AFA (frame scores)")
-        f = torch.stack([fine_loss(student_scores, r, mask, fine) for r in teacher_relevance]).mean()
+        f = fine_loss(student_scores, torch.stack(list(teacher_relevance)), mask, fine)
         loss, parts["fine"] = loss + w_fine * f, f.item()
     parts["loss"] = loss.item()
     return loss, parts

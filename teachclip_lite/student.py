@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 KINDS = ("meanP", "seqTransf", "afa")
+ADAPTERS = ("none", "linear", "mlp")
 
 
 @dataclass
@@ -44,7 +45,7 @@ class StudentConfig:
     temporal: bool | None = None        # temporal transformer before aggregation (None: only for seqTransf)
     afa_temperature: float = 0.1        # softmax temperature of the AFA weights used for aggregation
     afa_hidden: int = 0                 # AFA score MLP width (0: dim)
-    adapter: bool = True                # residual linear heads on frames and text (zero-init)
+    adapter: str = "mlp"                # residual heads on frames and text: "none" | "linear" | "mlp" (zero-init)
     logit_scale: float = 100.0          # initial score scale (CLIP's exp(logit_scale))
     learn_logit_scale: bool = True
     dropout: float = 0.1
@@ -52,14 +53,22 @@ class StudentConfig:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"student kind {self.kind!r} is not one of {KINDS}")
+        if self.adapter not in ADAPTERS:
+            raise ValueError(f"student adapter {self.adapter!r} is not one of {ADAPTERS}")
 
     @property
     def uses_temporal(self) -> bool:
         return self.kind == "seqTransf" if self.temporal is None else bool(self.temporal)
 
 
-def _residual_linear(dim: int) -> nn.Linear:
-    layer = nn.Linear(dim, dim)
+def _adapter(kind: str, dim: int) -> nn.Module | None:
+    """A residual head x + h(x) whose last layer starts at zero: training starts from plain CLIP."""
+    if kind == "none":
+        return None
+    return _zero(nn.Linear(dim, dim)) if kind == "linear" else nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), _zero(nn.Linear(2 * dim, dim)))
+
+
+def _zero(layer: nn.Linear) -> nn.Linear:
     nn.init.zeros_(layer.weight)
     nn.init.zeros_(layer.bias)
     return layer
@@ -70,8 +79,8 @@ class Student(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.dim
-        self.text_adapter = _residual_linear(d) if cfg.adapter else None
-        self.frame_adapter = _residual_linear(d) if cfg.adapter else None
+        self.text_adapter = _adapter(cfg.adapter, d)
+        self.frame_adapter = _adapter(cfg.adapter, d)
         if cfg.uses_temporal:
             heads = cfg.heads or max(1, d // 64)
             self.position = nn.Parameter(torch.randn(cfg.num_frames, d) * 0.01)

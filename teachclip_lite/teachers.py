@@ -44,6 +44,22 @@ def _residual_linear(dim: int) -> nn.Linear:
     return layer
 
 
+def _input_head(kind: str, dim: int) -> nn.Module:
+    """Residual head on an input feature (the student's choice of adapters, student.py)."""
+    if kind == "linear":
+        return _residual_linear(dim)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), _zero_out(2 * dim, dim))
+    raise ValueError(f"teacher adapter {kind!r} is not 'linear' or 'mlp'")
+
+
+def _zero_out(d_in: int, d_out: int) -> nn.Linear:
+    layer = nn.Linear(d_in, d_out)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 def _adapt(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
     x = x.float()
     return F.normalize(x + layer(x), dim=-1)
@@ -116,7 +132,8 @@ class Teacher(nn.Module):
 
     def _text_args(self, texts: TextFeatures, rows: slice):
         d = self._device()
-        return texts.sentence[rows].to(d), texts.words[rows].to(d), texts.word_mask[rows].to(d)
+        n = max(1, int(texts.word_mask[rows].sum(1).max()))   # drop all-padding word columns: cost grows with L
+        return texts.sentence[rows].to(d), texts.words[rows, :n].to(d), texts.word_mask[rows, :n].to(d)
 
     def _video_args(self, videos: VideoFeatures, rows: slice):
         d = self._device()
@@ -170,10 +187,11 @@ class XPoolTeacher(Teacher):
 
     name = "xpool"
 
-    def __init__(self, dim: int, num_frames: int = 12, logit_scale: float = 100.0, temperature: float = 0.1):
+    def __init__(self, dim: int, num_frames: int = 12, logit_scale: float = 100.0, temperature: float = 0.1,
+                 adapter: str = "mlp"):
         super().__init__(dim, num_frames, logit_scale)
-        self.text = _residual_linear(dim)
-        self.frame = _residual_linear(dim)
+        self.text = _input_head(adapter, dim)
+        self.frame = _input_head(adapter, dim)
         self.query = _residual_linear(dim)
         self.key = _residual_linear(dim)
         self.value = _residual_linear(dim)
@@ -212,11 +230,12 @@ class XClipTeacher(Teacher):
 
     name = "xclip"
 
-    def __init__(self, dim: int, num_frames: int = 12, logit_scale: float = 100.0, temperature: float = 0.1):
+    def __init__(self, dim: int, num_frames: int = 12, logit_scale: float = 100.0, temperature: float = 0.1,
+                 adapter: str = "mlp"):
         super().__init__(dim, num_frames, logit_scale)
-        self.sentence = _residual_linear(dim)
-        self.word = _residual_linear(dim)
-        self.frame = _residual_linear(dim)
+        self.sentence = _input_head(adapter, dim)
+        self.word = _input_head(adapter, dim)
+        self.frame = _input_head(adapter, dim)
         self.t_sf, self.t_wv = _log_temp(temperature), _log_temp(temperature)
         self.t_wf_f, self.t_wf_w = _log_temp(temperature), _log_temp(temperature)  # frames within a word, words
         self.t_fw_w, self.t_fw_f = _log_temp(temperature), _log_temp(temperature)  # words within a frame, frames
@@ -268,11 +287,11 @@ class TS2NetTeacher(Teacher):
     needs_patches = True
 
     def __init__(self, dim: int, num_frames: int = 12, logit_scale: float = 100.0, temperature: float = 0.1,
-                 top_k: int = 4, shift_frac: float = 0.25):
+                 top_k: int = 4, shift_frac: float = 0.25, adapter: str = "mlp"):
         super().__init__(dim, num_frames, logit_scale)
         self.top_k, self.shift = top_k, int(dim * shift_frac)
-        self.text = _residual_linear(dim)
-        self.frame = _residual_linear(dim)
+        self.text = _input_head(adapter, dim)
+        self.frame = _input_head(adapter, dim)
         self.scorer = nn.Sequential(nn.Linear(2 * dim, dim // 4), nn.GELU(), nn.Linear(dim // 4, 1))
         self.tokens = _residual_linear(dim)
         self.log_temp = _log_temp(temperature)

@@ -74,10 +74,10 @@ def test_fine_teaching_moves_afa_onto_the_taught_frame(data):
     for fs in (tr, va):               # AFA reads content, not position: mark frame 3 so it can be found
         fs.videos.frames = fs.videos.frames.clone()
         fs.videos.frames[:, 3] += 2.0
-    cfg = TrainConfig(epochs=5, batch_size=32, lr=3e-3, weights=(0.0, 0.0, 1.0))  # the fine channel alone
+    cfg = TrainConfig(epochs=5, batch_size=32, weights=(0.0, 0.0, 1.0))  # the fine channel alone
     student, hist = train_student(cfg, tr, va, teachers=[FrameTeacher(16)], progress=False)
     w = student.frame_weights(va.videos.frames, va.videos.mask, temperature=1.0)
-    assert w[:, 3].mean() > 0.5 and "fine" in hist[0]
+    assert w[:, 3].mean() > 0.5 and hist[-1]["fine"] < hist[0]["fine"] / 2
     with pytest.raises(ValueError, match="AFA"):
         train_student(cfg, tr, va, teachers=[FrameTeacher(16)], progress=False,
                       student=StudentConfig(kind="meanP", dim=16))
