@@ -28,10 +28,10 @@ and for trying the pipeline without the toy CLIP.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,7 @@ class ExperimentConfig:
     eval_split: str = "test"
     truth_root: str | None = "data/toy"         # toy ground truth for attention_hit (None: skip)
     out_dir: str | None = None                  # checkpoints + results; a rerun resumes
+    workers: int = 1                            # seeds run in this many processes (1 thread each)
 
     def __post_init__(self):
         bad = [m for m in self.models if m not in ALL_MODELS]
@@ -181,74 +182,107 @@ def run_experiments(cfg: ExperimentConfig, features: FeatureSet, progress: bool 
 
     t_start = time.perf_counter()
     train_fs, val_fs, eval_fs = features.split("train"), features.split("val"), features.split(cfg.eval_split)
-    dim, frames = train_fs.videos.frames.shape[-1], train_fs.videos.frames.shape[1]
     truth = truth if truth is not None else _load_truth(cfg.truth_root)
     sets = _truth_sets(eval_fs, truth)
     q_indices = eval_fs.videos.indices[eval_fs.texts.video]
     uniform = {} if sets is None else {"attention_hit_uniform": attention_hit(None, q_indices, sets[0]),
                                        "attention_hit_any_uniform": attention_hit_any(None, q_indices, sets[1])}
+    results = Results([], uniform, {"experiment": _jsonable(asdict(cfg))})
+    data = (train_fs, val_fs, eval_fs, sets, q_indices, features.logit_scale)
+    workers = max(1, min(cfg.workers, len(cfg.seeds)))
+    bar = tqdm(total=len(cfg.seeds), desc="ablation (seeds)", disable=not progress)
+    if workers == 1:
+        outs = []
+        for seed in cfg.seeds:
+            outs.append(_run_seed(cfg, seed, data, progress))
+            bar.update(1)
+    else:  # one process per seed, one thread each; results do not depend on it (everything is seeded)
+        global _SHARED
+        _SHARED = data  # inherited by the forked workers: the features are not pickled
+        with get_context("fork").Pool(workers) as pool:
+            outs = []
+            for o in pool.imap(_run_seed_worker, [(cfg, seed) for seed in cfg.seeds]):
+                outs.append(o)
+                bar.update(1)
+        _SHARED = None
+    bar.close()
+    for rows, models, histories, weights in outs:
+        results.rows += rows
+        results.models.update(models)
+        results.histories.update(histories)
+        results.weights.update(weights)
+    order = {m: i for i, m in enumerate(ALL_MODELS)}
+    results.rows.sort(key=lambda r: (order[r["model"]], r["seed"]))
+    results.seconds = time.perf_counter() - t_start
+    if cfg.out_dir:
+        results.to_json(Path(cfg.out_dir) / "results.json")
+    return results
+
+
+_SHARED = None
+
+
+def _run_seed_worker(args):
+    cfg, seed = args
+    return _run_seed(cfg, seed, _SHARED, progress=False)
+
+
+def _run_seed(cfg: ExperimentConfig, seed: int, data, progress: bool):
+    """Every model of one seed: teachers first, then the students (which reuse them)."""
+    from tqdm.auto import tqdm
+
+    train_fs, val_fs, eval_fs, sets, q_indices, logit_scale = data
+    dim, frames = train_fs.videos.frames.shape[-1], train_fs.videos.frames.shape[1]
     students = [m for m in cfg.models if m in STUDENTS]
     need = {t for t in TEACHERS if f"teacher_{t}" in cfg.models}
     if any(s.startswith("teachclip") for s in students) or "teacher_ensemble" in cfg.models:
         need |= set(cfg.teachers)
     need_teachers = [t for t in TEACHERS if t in need]
-    results = Results([], uniform, {"experiment": _jsonable(asdict(cfg))})
-    jobs = len(cfg.seeds) * (len(need_teachers) + len(students))
-    bar = tqdm(total=jobs, desc="ablation", disable=not progress)
-    out = Path(cfg.out_dir) if cfg.out_dir else None
+    out = Path(cfg.out_dir) / f"seed{seed}" if cfg.out_dir else None
+    rows, models, histories, weights = [], {}, {}, {}
+    bar = tqdm(total=len(need_teachers) + len(students), desc=f"seed {seed}", disable=not progress, leave=False)
 
-    def record(name, seed, metrics, secs, weights=None):
+    def record(name, metrics, secs, w=None):
         row = {"model": name, "seed": seed, **{k: metrics.get(k) for k in METRICS if k in metrics},
                "attention_hit": None, "attention_hit_any": None, "train_seconds": round(secs, 2)}
-        if weights is not None and sets is not None:
-            wq = weights[eval_fs.texts.video]
+        if w is not None and sets is not None:
+            wq = w[eval_fs.texts.video]
             row["attention_hit"] = attention_hit(wq, q_indices, sets[0])
             row["attention_hit_any"] = attention_hit_any(wq, q_indices, sets[1])
-            results.weights[(name, seed)] = wq
-        results.rows.append(row)
+            weights[(name, seed)] = wq
+        rows.append(row)
 
-    for seed in cfg.seeds:
-        tcfg = replace(cfg.teacher_train, seed=seed)
-        teachers = {}
-        for tname in need_teachers:
-            t0 = time.perf_counter()
-            bar.set_description(f"seed {seed} teacher_{tname}")
-            model, hist = train_teacher(tcfg, train_fs, val_fs, tname, progress=progress,
-                                        out_dir=out / f"seed{seed}" / f"teacher_{tname}" if out else None)
-            secs = time.perf_counter() - t0
-            teachers[tname] = model
-            results.models[(f"teacher_{tname}", seed)] = model
-            results.histories[(f"teacher_{tname}", seed)] = hist
-            if f"teacher_{tname}" in cfg.models:
-                record(f"teacher_{tname}", seed, evaluate_teacher(model, eval_fs)[0], secs)
-            bar.update(1)
-        if "teacher_ensemble" in cfg.models:
-            ens = EnsembleTeacher([teachers[t] for t in cfg.teachers])
-            results.models[("teacher_ensemble", seed)] = ens
-            record("teacher_ensemble", seed, evaluate_teacher(ens, eval_fs)[0], 0.0)
-        cache: dict = {}
-        for name in students:
-            scfg, weights, taught = _student_spec(name, cfg, dim, frames, features.logit_scale)
-            t0 = time.perf_counter()
-            bar.set_description(f"seed {seed} {name}")
-            model, hist = train_student(replace(cfg.train, seed=seed, weights=weights), train_fs, val_fs,
-                                        [teachers[t] for t in cfg.teachers] if taught else [], scfg,
-                                        out_dir=out / f"seed{seed}" / name if out else None,
-                                        progress=progress, teacher_cache=cache, desc=name)
-            secs = time.perf_counter() - t0
-            metrics, _, w = evaluate_student(model, eval_fs)
-            results.models[(name, seed)] = model
-            results.histories[(name, seed)] = hist
-            record(name, seed, metrics, secs, w)
-            bar.update(1)
-        del cache
+    teachers = {}
+    for tname in need_teachers:
+        t0 = time.perf_counter()
+        bar.set_description(f"seed {seed} teacher_{tname}")
+        model, hist = train_teacher(replace(cfg.teacher_train, seed=seed), train_fs, val_fs, tname,
+                                    progress=progress, out_dir=out / f"teacher_{tname}" if out else None)
+        teachers[tname] = model
+        models[(f"teacher_{tname}", seed)], histories[(f"teacher_{tname}", seed)] = model, hist
+        if f"teacher_{tname}" in cfg.models:
+            record(f"teacher_{tname}", evaluate_teacher(model, eval_fs)[0], time.perf_counter() - t0)
+        bar.update(1)
+    if "teacher_ensemble" in cfg.models:
+        ens = EnsembleTeacher([teachers[t] for t in cfg.teachers])
+        models[("teacher_ensemble", seed)] = ens
+        record("teacher_ensemble", evaluate_teacher(ens, eval_fs)[0], 0.0)
+    cache: dict = {}   # teacher outputs on the training set, shared by this seed's students
+    for name in students:
+        scfg, w_loss, taught = _student_spec(name, cfg, dim, frames, logit_scale)
+        t0 = time.perf_counter()
+        bar.set_description(f"seed {seed} {name}")
+        model, hist = train_student(replace(cfg.train, seed=seed, weights=w_loss), train_fs, val_fs,
+                                    [teachers[t] for t in cfg.teachers] if taught else [], scfg,
+                                    out_dir=out / name if out else None, progress=progress,
+                                    teacher_cache=cache, desc=name)
+        secs = time.perf_counter() - t0
+        metrics, _, w = evaluate_student(model, eval_fs)
+        models[(name, seed)], histories[(name, seed)] = model, hist
+        record(name, metrics, secs, w)
+        bar.update(1)
     bar.close()
-    order = {m: i for i, m in enumerate(ALL_MODELS)}
-    results.rows.sort(key=lambda r: (order[r["model"]], r["seed"]))
-    results.seconds = time.perf_counter() - t_start
-    if out:
-        results.to_json(out / "results.json")
-    return results
+    return rows, models, histories, weights
 
 
 def _jsonable(x):
