@@ -13,11 +13,16 @@ Models (the keys the benchmark and the notebooks use):
 | teachclip_fine | afa + fine-grained teaching by all teachers |
 | teachclip | afa + coarse + fine (the method) |
 
-Every model trains with the same `TrainConfig` (epochs, batches, schedule) and
+Every student trains with the same `TrainConfig` (epochs, batches, schedule) and
 keeps its best-validation-R@1 checkpoint, so a gain cannot come from a different
-budget or from one model overfitting longer than another. Teachers are trained
+budget or from one model overfitting longer than another. The budget is long
+enough for the InfoNCE-only students to converge (their validation R@1 plateaus
+after ~30 of the 60 epochs): with a short budget teaching mostly buys faster
+convergence, which is a different claim. Teachers have their own budget
+(`teacher_train`, 6 epochs: they plateau early). Teachers are trained
 once per seed and reused by every teachclip_* student of that seed; the students
-of a seed share the teachers' batch logits (same seed, same batches).
+of a seed share the teachers' outputs on the training set. Seeds run in
+`workers` processes (one thread each; the table does not depend on it).
 
 On the toy world, the ground truth says which frames each test query describes:
 `attention_hit` (AFA weight on those frames) and `attention_hit_any` (on any
@@ -31,7 +36,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +66,7 @@ class ExperimentConfig:
     eval_split: str = "test"
     truth_root: str | None = "data/toy"         # toy ground truth for attention_hit (None: skip)
     out_dir: str | None = None                  # checkpoints + results; a rerun resumes
-    workers: int = 1                            # seeds run in this many processes (1 thread each)
+    workers: int = 2                            # seeds run in this many processes, 1 thread each (CPU only)
 
     def __post_init__(self):
         bad = [m for m in self.models if m not in ALL_MODELS]
@@ -190,6 +195,8 @@ def run_experiments(cfg: ExperimentConfig, features: FeatureSet, progress: bool 
     results = Results([], uniform, {"experiment": _jsonable(asdict(cfg))})
     data = (train_fs, val_fs, eval_fs, sets, q_indices, features.logit_scale)
     workers = max(1, min(cfg.workers, len(cfg.seeds)))
+    if torch.cuda.is_available() or "fork" not in get_all_start_methods():
+        workers = 1   # a forked child cannot use its parent's CUDA context; no fork on Windows
     bar = tqdm(total=len(cfg.seeds), desc="ablation (seeds)", disable=not progress)
     if workers == 1:
         outs = []

@@ -43,7 +43,7 @@ def test_seeds_in_worker_processes_give_the_same_table():
     fs, truth = synthetic_features(n_train=32, n_val=12, n_test=12, dim=8, seed=3)
     models = ("afa", "teacher_xpool", "teachclip")
     kw = dict(seeds=(0, 1), models=models, teachers=("xpool",), train=TrainConfig(epochs=1, batch_size=16))
-    one = run_experiments(ExperimentConfig.quick(**kw), fs, progress=False, truth=truth)
+    one = run_experiments(ExperimentConfig.quick(workers=1, **kw), fs, progress=False, truth=truth)
     two = run_experiments(ExperimentConfig.quick(workers=2, **kw), fs, progress=False, truth=truth)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]  # noqa: E731
     assert strip(one.rows) == strip(two.rows) and set(two.models) == set(one.models)
