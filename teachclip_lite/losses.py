@@ -55,11 +55,11 @@ def coarse_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "pears
     for s, t in ((student, teacher), (student.transpose(-1, -2), teacher.transpose(-1, -2))):
         if kind == "pearson":
             total = total + (1 - _pearson_rows(s.softmax(-1).expand_as(t), t.softmax(-1))).mean()
-        elif kind == "ce":
-            total = total + -(t.softmax(-1) * s.log_softmax(-1)).sum(-1).mean()
-        elif kind == "kl":
-            p = t.log_softmax(-1)
-            total = total + (p.exp() * (p - s.log_softmax(-1))).sum(-1).mean()
+        elif kind in ("ce", "kl"):
+            log_q = t.log_softmax(-1)
+            total = total + -(log_q.exp() * s.log_softmax(-1)).sum(-1).mean()
+            if kind == "kl":  # KL(q || p) = CE(q, p) - H(q): H(q) has no gradient, so ce and kl train identically
+                total = total + (log_q.exp() * log_q).sum(-1).mean()
         else:
             raise ValueError(f"coarse loss {kind!r} is not one of {COARSE_LOSSES}")
     return total

@@ -94,4 +94,4 @@ def test_ce_and_kl_coarse_have_the_same_gradient():
         s = (torch.randn(6, 6, generator=torch.Generator().manual_seed(1)) * 5).requires_grad_()
         coarse_loss(s, t, kind).backward()
         grads.append(s.grad)
-    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+    assert torch.equal(grads[0], grads[1])   # bit for bit: kl is ce plus a constant (losses.coarse_loss)
