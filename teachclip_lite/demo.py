@@ -172,16 +172,19 @@ def screenshot(html_path: str | os.PathLike, png: str | os.PathLike, width: int 
 
 def figure_check(html_path: str | os.PathLike, out_dir: str | os.PathLike, width: int = 1280,
                  height: int = 16000) -> dict:
-    """Does the page show its plotly figures? Screenshots the page as it is and a control copy in which
-    no figure is drawn (`Plotly.newPlot` disabled); the pixels that differ are what plotly drew.
-    A page whose plotly.js is missing or broken, or that has no figures, draws none."""
+    """Does the page show its plotly figures? Screenshots the page and a control copy in which no figure
+    is drawn (`Plotly.newPlot` disabled); the pixels that differ are what plotly drew. A page whose
+    plotly.js is missing or broken, or that has no figures, draws none. Both copies hide their <img>
+    elements (same layout): animated GIF previews would otherwise differ between two screenshots."""
     from PIL import Image
 
     html_path, out_dir = Path(html_path), Path(out_dir)
     text = html_path.read_text(encoding="utf-8")
-    control = out_dir / f"{html_path.stem}.no-figures.html"
-    _write_text(control, text.replace("Plotly.newPlot(", "void("))
-    shots = [screenshot(p, out_dir / f"{p.stem}.png", width, height) for p in (html_path, control)]
+    still = text.replace("</head>", "<style>img { visibility: hidden !important; }</style></head>", 1)
+    page, control = out_dir / f"{html_path.stem}.page.html", out_dir / f"{html_path.stem}.no-figures.html"
+    _write_text(page, still)
+    _write_text(control, still.replace("Plotly.newPlot(", "void("))
+    shots = [screenshot(p, out_dir / f"{p.stem}.png", width, height) for p in (page, control)]
     a, b = (np.asarray(Image.open(s).convert("RGB"), dtype=np.int16) for s in shots)
     drawn = np.abs(a - b).max(-1) > 40
     rows = np.flatnonzero(drawn.any(1))
