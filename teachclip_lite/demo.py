@@ -735,7 +735,7 @@ def index_folder(base: str | os.PathLike, encoder) -> Path:
 
 
 def write_train_config(path: str | os.PathLike, **settings) -> Path:
-    """The YAML config `teachclip-lite train --config` reads (see cli.TRAIN_KEYS)."""
+    """The YAML config `teachclip-lite train --config` reads (see poc.TRAIN_KEYS)."""
     import yaml
 
     path = Path(path)

@@ -17,7 +17,7 @@ import pytest
 from test_ingest import (long_clip, make_grayscale, make_odd_size, make_one_frame, make_rotated,  # noqa: F401
                          make_text_as_video, make_truncated, make_vfr, make_zero_byte, upright)
 
-from teachclip_lite import cli, features
+from teachclip_lite import cli, features, ingest
 from teachclip_lite.backbone import TOY_CHECKPOINT
 from teachclip_lite.index import Index, current_version
 from teachclip_lite.video import write_video
@@ -276,7 +276,7 @@ def test_a_file_that_crashes_or_hangs_the_decoder_costs_only_that_file(tmp_path,
     monkeypatch.setattr(video, "load_video", flaky)
     good = [write_video(tmp_path / f"ok{i}.mp4", upright(n=3), fps=10) for i in range(3)]
     paths = [good[0], tmp_path / "crash.mp4", good[1], tmp_path / "hang.mp4", good[2]]
-    with cli.Decoder(SamplingConfig(4, 32), timeout=1.0) as dec:
+    with ingest.Decoder(SamplingConfig(4, 32), timeout=1.0) as dec:
         results = list(dec.map(paths))
     assert [p for p, _ in results] == paths                          # in order, nothing dropped
     assert [r[0] for _, r in results] == ["ok", "err", "ok", "err", "ok"]
