@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from .features import FeatureSet, TextFeatures, VideoFeatures
-from .metrics import attention_hit, attention_hit_any, retrieval_metrics, uniform_weights
+from .metrics import attention_hit, attention_hit_any
 from .student import StudentConfig
 from .teachers import TEACHERS, EnsembleTeacher
 from .train import TrainConfig, evaluate_student, evaluate_teacher, train_student, train_teacher
@@ -123,7 +123,7 @@ class Results:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         if self.uniform:
             u = self.uniform
-            lines.append(f"| uniform weights | " + " | ".join(["–"] * (len(cols) - 2)) +
+            lines.append("| uniform weights | " + " | ".join(["–"] * (len(cols) - 2)) +
                          f" | {u['attention_hit_uniform']:.3f} | {u['attention_hit_any_uniform']:.3f} |")
         return "\n".join(lines)
 

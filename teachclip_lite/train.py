@@ -22,7 +22,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -31,7 +31,7 @@ from .features import FeatureSet
 from .losses import COARSE_LOSSES, DEFAULT_WEIGHTS, FINE_LOSSES, info_nce, teaching_loss
 from .metrics import retrieval_metrics
 from .student import Student, StudentConfig, build_student
-from .teachers import Teacher, build_teacher, load_teacher, save_teacher
+from .teachers import Teacher, build_teacher, save_teacher
 
 
 @dataclass
