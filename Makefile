@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# order-only: reinstalling the venv does not make the (deterministic) toy world stale
 data: $(TOY)
-$(TOY): $(STAMP)
+$(TOY): | $(STAMP)
 	$(PY) -m teachclip_lite.toy --out data/toy
 
 toy-clip: $(TOY)

@@ -346,10 +346,14 @@ def main(argv=None) -> None:
             p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     a = p.parse_args(argv)
     cfg = ToyConfig(**{k: getattr(a, k) for k in asdict(ToyConfig()) if hasattr(a, k)})
+    marker = Path(a.out) / ".complete"
+    was_complete = marker.exists() and marker.read_text() == json.dumps(asdict(cfg), sort_keys=True)
     out = generate(a.out, cfg)
     meta = json.loads((out / "meta.json").read_text())
     print(f"toy world in {out}: {meta['videos']} videos, {meta['captions']} captions, "
-          f"{meta['video_bytes'] / 1e6:.1f} MB of MP4, generated in {meta['seconds']} s")
+          f"{meta['video_bytes'] / 1e6:.1f} MB of MP4, "
+          + (f"already complete (generated earlier in {meta['seconds']} s)" if was_complete
+             else f"generated in {meta['seconds']} s"))
 
 
 if __name__ == "__main__":
