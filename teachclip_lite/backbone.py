@@ -106,7 +106,7 @@ def resolve_weights(cfg: BackboneConfig) -> tuple[str, str | None, str]:
         path = Path(cfg.pretrained) if cfg.pretrained else TOY_CHECKPOINT
         if not path.is_file():
             raise BackboneError(f"{path}: toy CLIP checkpoint not found; run `make toy-clip` to train it "
-                                f"(about 5 minutes on a CPU)")
+                                f"(about 3 minutes on 2 CPU cores)")
         return TOY_MODEL, str(path), f"{TOY_MODEL}/{file_digest(path)}"
     if cfg.name not in open_clip.list_models():
         raise BackboneError(f"unknown open_clip model {cfg.name!r}; see open_clip.list_models() or use 'toy'")
