@@ -46,7 +46,7 @@ NOTEBOOKS = ("00_setup_and_toy_world", "01_teacher_scoring", "02_coarse_vs_fine_
 
 # Test parameters: each notebook in well under 90 s on 2 busy cores. Fewer training videos and two
 # epochs: the numbers are not the lesson's, but every cell runs and every figure is drawn.
-_SMALL = {"EPOCHS": 2, "MAX_TRAIN_VIDEOS": 200}
+_SMALL = {"EPOCHS": 2, "BATCH_SIZE": 64, "MAX_TRAIN_VIDEOS": 200}
 TEST_PARAMETERS: dict[str, dict] = {
     "00_setup_and_toy_world": {},
     "01_teacher_scoring": {**_SMALL, "COST_SIZES": [1000, 4000], "COST_TEACHER_SIZES": [1000], "COST_REPEATS": 2},
