@@ -180,37 +180,27 @@ def main(argv: list[str] | None = None) -> int:
                     return int(args.func(args) or 0)
             except (BackboneError, DataError, IndexFormatError, VideoDecodeError) as e:
                 raise UserError(str(e)) from e
-    except UserError as e:
+    except (Exception, KeyboardInterrupt) as e:
         if debug:
             traceback.print_exc()
-        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr, flush=True)
-        return e.code
-    except KeyboardInterrupt:
-        if debug:
-            traceback.print_exc()
-        print(f"{PROG}: interrupted; committed work is kept, run the same command again to go on",
-              file=sys.stderr, flush=True)
-        return 130
-    except MemoryError:
-        if debug:
-            traceback.print_exc()
-        print(f"{PROG}: error: out of memory; use fewer --frames, or a machine with more memory",
-              file=sys.stderr, flush=True)
-        return 1
-    except OSError as e:
-        if debug:
-            traceback.print_exc()
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"{PROG}: error: {where}{one_line(e.strerror or e)} (check the path and its permissions)",
-              file=sys.stderr, flush=True)
-        return 1
-    except Exception as e:
-        if debug:
-            traceback.print_exc()
-        print(f"{PROG}: error: unexpected {type(e).__name__}: {one_line(e, 300)} (run again with --debug for "
-              "the traceback, and report it)", file=sys.stderr, flush=True)
-        return 1
+        line, code = _explain(e)
+        print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+        return code
 
+
+def _explain(e: BaseException) -> tuple[str, int]:
+    """The one line a failure prints (after "teachclip-lite: ") and the exit status."""
+    if isinstance(e, UserError):
+        return f"error: {one_line(e)}", e.code
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted; committed work is kept, run the same command again to go on", 130
+    if isinstance(e, MemoryError):
+        return "error: out of memory; use fewer --frames, or a machine with more memory", 1
+    if isinstance(e, OSError):
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        return f"error: {where}{one_line(e.strerror or e)} (check the path and its permissions)", 1
+    return (f"error: unexpected {type(e).__name__}: {one_line(e, 300)} (run again with --debug for the "
+            "traceback, and report it)"), 1
 
 if __name__ == "__main__":
     sys.exit(main())
