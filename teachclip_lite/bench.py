@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from .index import FaissIndex, Index, faiss_available, single_threaded
+from .paths import write_atomic
 
 TEACHER_NAMES = ("xpool", "xclip", "ts2net")
 PAPER = {"dim": 512, "frames": 12, "tokens": 50, "words": 32, "backbone": "ViT-B-32"}
@@ -504,11 +505,7 @@ def markdown(result: dict) -> str:
 
 
 def write_json(result: dict, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(result, indent=1))
 
 
 def main(argv=None) -> int:

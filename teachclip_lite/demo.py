@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .paths import PROJECT_ROOT, RUNS_DIR, TOY_DIR
+from .paths import PROJECT_ROOT, RUNS_DIR, TOY_DIR, write_atomic
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 NOTEBOOKS = ("00_setup_and_toy_world", "01_teacher_scoring", "02_coarse_vs_fine_distillation",
@@ -80,7 +80,7 @@ def kernel_name() -> str:
     folder.mkdir(parents=True, exist_ok=True)
     spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "Python 3 (teachclip-lite)", "language": "python"}
-    _write_text(folder / "kernel.json", json.dumps(spec, indent=1))
+    write_atomic(folder / "kernel.json", json.dumps(spec, indent=1))
     return "teachclip-lite"
 
 
@@ -126,9 +126,9 @@ def executed(name: str, folder: str | os.PathLike, profile: str = "test") -> dic
     try:
         r = run_notebook(name, folder, profile)
     except Exception as e:
-        _write_text(done, json.dumps({"error": f"{type(e).__name__}: {str(e)[-4000:]}"}))
+        write_atomic(done, json.dumps({"error": f"{type(e).__name__}: {str(e)[-4000:]}"}))
         raise
-    _write_text(done, json.dumps(r))
+    write_atomic(done, json.dumps(r))
     return r
 
 
@@ -140,7 +140,7 @@ def export_html(ipynb: str | os.PathLike) -> Path:
     ipynb = Path(ipynb)
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(ipynb), as_version=4))
     out = ipynb.with_suffix(".html")
-    _write_text(out, body)
+    write_atomic(out, body)
     return out
 
 
@@ -182,8 +182,8 @@ def figure_check(html_path: str | os.PathLike, out_dir: str | os.PathLike, width
     text = html_path.read_text(encoding="utf-8")
     still = text.replace("</head>", "<style>img { visibility: hidden !important; }</style></head>", 1)
     page, control = out_dir / f"{html_path.stem}.page.html", out_dir / f"{html_path.stem}.no-figures.html"
-    _write_text(page, still)
-    _write_text(control, still.replace("Plotly.newPlot(", "void("))
+    write_atomic(page, still)
+    write_atomic(control, still.replace("Plotly.newPlot(", "void("))
     shots = [screenshot(p, out_dir / f"{p.stem}.png", width, height) for p in (page, control)]
     a, b = (np.asarray(Image.open(s).convert("RGB"), dtype=np.int16) for s in shots)
     drawn = np.abs(a - b).max(-1) > 40
@@ -209,7 +209,7 @@ class Lesson:
     def record(self, **values) -> None:
         """Add values to this lesson's metrics JSON (OUT/<name>.json), written atomically."""
         self.values.update(_jsonable(values))
-        _write_text(self.metrics_path, json.dumps(self.values, indent=1))
+        write_atomic(self.metrics_path, json.dumps(self.values, indent=1))
 
     def models_for(self, features, *settings) -> Path:
         """The checkpoint folder for one dataset (features key, with any training-video limit) and one set of
@@ -729,9 +729,9 @@ def test_queries(ds, n: int = 3) -> dict[str, str]:
 def index_folder(base: str | os.PathLike, encoder) -> Path:
     """An index folder per encoder (backbone, frames, pooling, model): rebuilding with another
     model never collides with an index built by an earlier one."""
-    keys = ("backbone", "frames", "size", "pooling", "model_sha")
-    tag = hashlib.sha1(json.dumps({k: encoder.spec.get(k) for k in keys}, sort_keys=True).encode()).hexdigest()[:8]
-    return Path(f"{base}-{encoder.spec.get('pooling')}-{tag}")
+    from .ingest import spec_sha
+
+    return Path(f"{base}-{encoder.spec.get('pooling')}-{spec_sha(encoder.spec)[:8]}")
 
 
 def write_train_config(path: str | os.PathLike, **settings) -> Path:
@@ -739,7 +739,7 @@ def write_train_config(path: str | os.PathLike, **settings) -> Path:
     import yaml
 
     path = Path(path)
-    _write_text(path, yaml.safe_dump(_jsonable(settings), sort_keys=False))
+    write_atomic(path, yaml.safe_dump(_jsonable(settings), sort_keys=False))
     return path
 
 
@@ -807,8 +807,8 @@ def main(argv=None) -> int:
         runs.append(r)
     total = time.perf_counter() - t0
     text = report(runs, total, a.profile)
-    _write_text(out / "results.md", text + "\n")
-    _write_text(out / "runs.json", json.dumps({"profile": a.profile, "seconds": round(total, 1), "runs": runs},
+    write_atomic(out / "results.md", text + "\n")
+    write_atomic(out / "runs.json", json.dumps({"profile": a.profile, "seconds": round(total, 1), "runs": runs},
                                               indent=1))
     print()
     print(text)
@@ -822,14 +822,6 @@ def _jsonable(x):
     """Numbers, strings, lists and dicts only (numpy and torch scalars become floats, tuples lists)."""
     return json.loads(json.dumps(x, default=lambda o: o.item() if hasattr(o, "item") else
                                  (o.tolist() if hasattr(o, "tolist") else str(o))))
-
-
-def _write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ import torch
 
 from .features import FeatureSet, TextFeatures, VideoFeatures
 from .metrics import attention_hit, attention_hit_any
+from .paths import write_atomic
 from .student import StudentConfig
 from .teachers import TEACHERS, EnsembleTeacher
 from .train import TrainConfig, evaluate_student, evaluate_teacher, train_student, train_teacher
@@ -128,11 +129,8 @@ class Results:
         return "\n".join(lines)
 
     def to_json(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({"rows": self.rows, "uniform": self.uniform, "summary": self.summary(),
-                                   "config": self.config, "seconds": self.seconds}, indent=1))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps({"rows": self.rows, "uniform": self.uniform, "summary": self.summary(),
+                                       "config": self.config, "seconds": self.seconds}, indent=1))
 
 
 # ------------------------------------------------------------------ ground truth

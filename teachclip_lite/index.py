@@ -50,6 +50,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .paths import fsync_dir
+
 FORMAT = 1
 DTYPES = ("float32", "float16")
 CHUNK_BYTES = 16 << 20       # float32 corpus bytes scored per step (fewer, larger steps: less per-op overhead)
@@ -253,14 +255,14 @@ class Index:
                 os.fsync(f.fileno())
             _write_synced(tmp / "ids.json", json.dumps(self.ids, ensure_ascii=False))
             _write_synced(tmp / "config.json", json.dumps(self.config, indent=1, sort_keys=True))
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             with _writer_lock(root):
                 name = f"v{_last_version(root) + 1:06d}"
                 os.rename(tmp, root / name)
-                _fsync_dir(root)
+                fsync_dir(root)
                 _write_synced(root / ".CURRENT.tmp", name + "\n")
                 os.replace(root / ".CURRENT.tmp", root / "CURRENT")
-                _fsync_dir(root)
+                fsync_dir(root)
                 _clean(root, name, keep)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -414,17 +416,6 @@ def _write_synced(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # platforms that cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_json(path: Path):

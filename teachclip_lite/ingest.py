@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .paths import write_atomic
+
 PROG = "teachclip-lite"
 JOURNAL = "journal"
 INDEX_FORMAT = "teachclip-lite video index 1"
@@ -366,27 +368,6 @@ class Decoder:
 
 # ---------------------------------------------------------------------- the index folder
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 @contextmanager
 def _run_lock(out: Path):
     """One `index` run per INDEX_DIR at a time (readers never take it)."""
@@ -407,14 +388,14 @@ def _run_lock(out: Path):
         f.close()
 
 
-def _commit_batch(jdir: Path, seq: int, spec_sha: str, entries: list[dict], vectors: list[np.ndarray],
+def _commit_batch(jdir: Path, seq: int, encoder_sha: str, entries: list[dict], vectors: list[np.ndarray],
                   dim: int) -> None:
     """One journal batch, atomically: a reader (or the next run) sees all of it or none."""
     import io
 
     buf = io.BytesIO()
     vec = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
-    meta = json.dumps({"encoder_sha": spec_sha, "entries": entries}, ensure_ascii=False)
+    meta = json.dumps({"encoder_sha": encoder_sha, "entries": entries}, ensure_ascii=False)
     np.savez(buf, vectors=vec, meta=np.array(meta))
     write_atomic(jdir / f"b{seq:08d}.npz", buf.getvalue())
 
@@ -433,7 +414,8 @@ def _read_batches(jdir: Path):
         yield p, meta, vec
 
 
-def _spec_sha(spec: dict) -> str:
+def spec_sha(spec: dict) -> str:
+    """What makes two encoders give the same vectors (not paths: folders get moved)."""
     keys = ("backbone", "frames", "size", "pooling", "model_sha")
     return hashlib.sha1(json.dumps({k: spec.get(k) for k in keys}, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -466,7 +448,7 @@ def build_index(video_dir: str | os.PathLike, out: str | os.PathLike, encoder: E
     if not video_dir.is_dir():
         raise UserError(f"{video_dir}: no such folder (give the folder that holds your videos)")
     out.mkdir(parents=True, exist_ok=True)
-    spec, sha = encoder.spec, _spec_sha(encoder.spec)
+    spec, sha = encoder.spec, spec_sha(encoder.spec)
     report = IndexReport()
     own_decoder = decoder is None
     if own_decoder:   # forked before the lock is taken: the child must not hold it

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .ingest import PROG, UserError, read_model, warn, write_atomic
+from .ingest import PROG, UserError, read_model, warn
+from .paths import write_atomic
 
 TRAIN_KEYS = {"data": "dataset folder (captions.csv / captions.jsonl / MSR-VTT files)",
               "out": "output folder (checkpoints, metrics, model.pt)",

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .paths import write_atomic
 from .video import write_video
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross", "ring")
@@ -265,12 +266,6 @@ def _write_one(args) -> None:
         write_video(path, render_video(v, cfg), fps=cfg.fps)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _csv_text(header: list[str], rows: list[list]) -> str:
     import io
 
@@ -306,18 +301,18 @@ def generate(out: str | os.PathLike = "data/toy", cfg: ToyConfig = ToyConfig(), 
     else:
         for j in tqdm(jobs, desc="toy videos", disable=not progress):
             _write_one(j)
-    _atomic_write_text(out / "captions.csv", _csv_text(
+    write_atomic(out / "captions.csv", _csv_text(
         ["video", "caption", "split"], [[v.video, c["caption"], v.split] for v in videos for c in v.captions]))
     records = [to_record(v) for v in videos]
-    _atomic_write_text(out / "frame_captions.csv", _csv_text(
+    write_atomic(out / "frame_captions.csv", _csv_text(
         ["video", "frame", "caption", "split"],
         [[r["video"], i, c, r["split"]] for r in records for i, c in enumerate(frame_captions(r))]))
-    _atomic_write_text(out / "truth.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    write_atomic(out / "truth.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     size = sum(p.stat().st_size for p in (out / "videos").glob("*.mp4"))
     meta = {"config": asdict(cfg), "videos": len(videos), "captions": sum(len(v.captions) for v in videos),
             "video_bytes": size, "seconds": round(time.perf_counter() - t0, 2)}
-    _atomic_write_text(out / "meta.json", json.dumps(meta, indent=2))
-    _atomic_write_text(marker, cfg_json)
+    write_atomic(out / "meta.json", json.dumps(meta, indent=2))
+    write_atomic(marker, cfg_json)
     return out
 
 

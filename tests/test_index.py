@@ -194,7 +194,7 @@ WRITER = textwrap.dedent("""
     import numpy as np
     from teachclip_lite import index as ix
     root, pause_at = sys.argv[1], sys.argv[2]
-    real_fsync_dir, real_write = ix._fsync_dir, ix._write_synced
+    real_fsync_dir, real_write = ix.fsync_dir, ix._write_synced
 
     def stop():
         print("paused", flush=True)
@@ -210,7 +210,7 @@ WRITER = textwrap.dedent("""
             stop()
         real_write(path, text)
 
-    ix._fsync_dir, ix._write_synced = fsync_dir, write_synced
+    ix.fsync_dir, ix._write_synced = fsync_dir, write_synced
     x = np.ones((500, 8), np.float32)
     ix.Index(x, [f"n{i}" for i in range(500)], {"tag": "new"}).save(root)
 """)
