@@ -276,6 +276,12 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
     return buf.getvalue()
 
 
+def is_complete(out: str | os.PathLike, cfg: ToyConfig = ToyConfig()) -> bool:
+    """A finished world of exactly this config is on disk (the marker holds the config)."""
+    marker = Path(out) / ".complete"
+    return marker.exists() and marker.read_text() == json.dumps(asdict(cfg), sort_keys=True)
+
+
 def generate(out: str | os.PathLike = "data/toy", cfg: ToyConfig = ToyConfig(), progress: bool = True) -> Path:
     """Write the toy world to `out`. Resumes: clips already on disk are kept; a finished world is not redone."""
     from tqdm.auto import tqdm
@@ -283,7 +289,7 @@ def generate(out: str | os.PathLike = "data/toy", cfg: ToyConfig = ToyConfig(), 
     out = Path(out)
     marker = out / ".complete"
     cfg_json = json.dumps(asdict(cfg), sort_keys=True)
-    if marker.exists() and marker.read_text() == cfg_json:
+    if is_complete(out, cfg):
         return out
     if marker.exists():
         marker.unlink()
@@ -341,8 +347,7 @@ def main(argv=None) -> None:
             p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     a = p.parse_args(argv)
     cfg = ToyConfig(**{k: getattr(a, k) for k in asdict(ToyConfig()) if hasattr(a, k)})
-    marker = Path(a.out) / ".complete"
-    was_complete = marker.exists() and marker.read_text() == json.dumps(asdict(cfg), sort_keys=True)
+    was_complete = is_complete(a.out, cfg)
     out = generate(a.out, cfg)
     meta = json.loads((out / "meta.json").read_text())
     print(f"toy world in {out}: {meta['videos']} videos, {meta['captions']} captions, "
