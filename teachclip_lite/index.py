@@ -28,6 +28,8 @@ the chunk (float16 chunks are converted into a reused float32 buffer small enoug
 to stay in cache) and a top-k, whose candidates are merged as they pile up; one
 worker thread per core pulls chunks, each running torch single-threaded (measured
 in bench.py: within the 1.3x budget of one bare matmul + topk, usually below it).
+A corpus under `PARALLEL_BYTES` is scored in the calling thread with torch's own
+threads instead: there a hand-off to workers costs more than it saves.
 Memory stays bounded by the chunk, not the corpus: pages of a memory-mapped
 index that do not fit `RESIDENT_BYTES` are handed back to the page cache once
 their chunk is scored, so a 1M x 512 index is searched in well under 1.5 GB of
@@ -164,8 +166,11 @@ class Index:
         ordered by row, so the answer does not depend on how workers shared the
         chunks: the same query on the same index always gives the same result. (Other
         chunk sizes can change a score in its last bit, the matrix kernel's rounding.)
-        k is capped at the corpus size. `workers` threads (default: torch's thread count, or
-        1 below PARALLEL_BYTES) each score whole chunks single-threaded (see `_scan`).
+        k is capped at the corpus size. `workers` threads each score whole chunks
+        single-threaded (see `_scan`); by default torch's thread count of them, and below
+        PARALLEL_BYTES none: the calling thread scores the corpus with torch's own threads
+        (a one-query search of 10k x 512 floats takes a millisecond, less than handing
+        chunks to workers costs).
         """
         q = queries if isinstance(queries, torch.Tensor) else torch.as_tensor(np.asarray(queries))
         q = q.detach().to("cpu", torch.float32)
@@ -175,10 +180,11 @@ class Index:
         n, k = len(self), min(int(k), len(self))
         if k <= 0 or q.shape[0] == 0:
             return torch.empty(q.shape[0], max(k, 0)), torch.empty(q.shape[0], max(k, 0), dtype=torch.long)
-        if workers is None:
-            workers = torch.get_num_threads() if self.vectors.nbytes >= PARALLEL_BYTES else 1
         budget = CHUNK_BYTES if self.dtype == "float32" else CONVERT_BYTES
         step = max(1, min(n, chunk_rows or max(256, budget // (4 * self.dim))))
+        in_caller = workers is None and self.vectors.nbytes < PARALLEL_BYTES
+        if workers is None:
+            workers = 1 if in_caller else torch.get_num_threads()
         if workers > 1 and not chunk_rows:
             step = min(step, -(-n // workers))   # at least one chunk per worker
         workers = max(1, min(workers, -(-n // step)))
@@ -189,6 +195,8 @@ class Index:
             with lock:
                 return next(spans, None)
 
+        if in_caller:
+            return self._scan(q, k, step, take)
         if workers == 1:
             with single_threaded():
                 return self._scan(q, k, step, take)

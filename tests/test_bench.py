@@ -43,10 +43,11 @@ def test_quick_bench_efficiency_storage_flops(quick_run):
     assert list(eff) == ["1000", "10000"]
     for n, row in eff.items():
         assert set(row) == {"student_ms_per_query", "student_batched_ms_per_query", "matmul_floor_ms_per_query",
-                            "teacher_ms_per_query", "extrapolated"}
+                            "matmul_floor_single_ms", "teacher_ms_per_query", "extrapolated"}
         assert set(row["teacher_ms_per_query"]) == {"xpool", "xclip", "ts2net"}
         assert all(v > 0 for v in row["teacher_ms_per_query"].values())
         assert row["student_ms_per_query"] > 0 and row["matmul_floor_ms_per_query"] > 0
+        assert row["matmul_floor_single_ms"] > 0
     assert eff["1000"]["extrapolated"] is False and eff["10000"]["extrapolated"] is True  # quick: teachers at 1k only
     t1, t10 = eff["1000"]["teacher_ms_per_query"], eff["10000"]["teacher_ms_per_query"]
     assert all(t10[k] == pytest.approx(10 * t1[k]) for k in t1)

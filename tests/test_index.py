@@ -63,7 +63,7 @@ def test_single_query_tensor_and_k_larger_than_corpus():
     assert (scores[0, :-1] >= scores[0, 1:]).all()
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("workers", [None, 1, 2, 3])   # None: a small corpus, scored in the caller's threads
 def test_chunking_and_workers_give_identical_results(workers):
     x, q = unit(3001, 32), unit(7, 32, seed=2)
     index = Index(x, ids_for(3001))
@@ -80,7 +80,7 @@ def test_duplicates_are_ordered_by_row_whatever_the_workers():
     for chunk in (7, 200):
         ref = index.search(x[[20, 100]], 7, chunk_rows=chunk, workers=1)
         assert ref[1][0, :5].tolist() == [20, 21, 22, 23, 24]
-        for workers in (1, 2, 3, 2, 3):
+        for workers in (None, 1, 2, 3, 2, 3):
             s, r = index.search(x[[20, 100]], 7, chunk_rows=chunk, workers=workers)
             assert torch.equal(r, ref[1]) and torch.equal(s, ref[0])
         for srow, rrow in zip(*ref):                # best first, equal scores by row
