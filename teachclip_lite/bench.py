@@ -264,8 +264,8 @@ def efficiency(cfg: BenchConfig, workdir: Path, log=print) -> dict:
         else:
             row["teacher_ms_per_query"], row["extrapolated"] = {}, False
         out[str(n)] = row
-        log(f"N={n}: student {row['student_ms_per_query']:.3f} ms (bare {row['matmul_floor_single_ms']:.3f}), batched {row['student_batched_ms_per_query']:.3f} "
-            f"ms/q, floor {row['matmul_floor_ms_per_query']:.3f} ms/q, teachers "
+        log(f"N={n}: student {row['student_ms_per_query']:.3f} ms (bare {row['matmul_floor_single_ms']:.3f}), "
+            f"batched {row['student_batched_ms_per_query']:.3f} ms/q, floor {row['matmul_floor_ms_per_query']:.3f} ms/q, teachers "
             + ", ".join(f"{k} {v:.1f}" for k, v in row["teacher_ms_per_query"].items())
             + (" (extrapolated)" if row["extrapolated"] else ""))
     return out
