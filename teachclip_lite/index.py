@@ -180,7 +180,7 @@ class Index:
         n, k = len(self), min(int(k), len(self))
         if k <= 0 or q.shape[0] == 0:
             return torch.empty(q.shape[0], max(k, 0)), torch.empty(q.shape[0], max(k, 0), dtype=torch.long)
-        budget = CHUNK_BYTES if self.dtype == "float32" else CONVERT_BYTES
+        budget = CHUNK_BYTES if self.vectors.dtype == np.float32 else CONVERT_BYTES
         step = max(1, min(n, chunk_rows or max(256, budget // (4 * self.dim))))
         in_caller = workers is None and self.vectors.nbytes < PARALLEL_BYTES
         if workers is None:
@@ -201,7 +201,7 @@ class Index:
             with single_threaded():
                 return self._scan(q, k, step, take)
         parts = _in_workers([lambda: self._scan(q, k, step, take)] * workers)
-        return _best(torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1), k)
+        return _merge(parts, k)
 
     def _scan(self, q: torch.Tensor, k: int, step: int, take) -> tuple[torch.Tensor, torch.Tensor]:
         """Score the chunks `take()` hands out until none is left; the top-k of those rows.
@@ -218,7 +218,7 @@ class Index:
         buf = torch.empty(step, self.dim) if convert else None
         out = torch.empty(nq * step)
         release = self._map is not None and self.vectors.nbytes > RESIDENT_BYTES
-        found_s, found_r = [torch.empty(nq, 0)], [torch.empty(nq, 0, dtype=torch.long)]
+        found = []   # (scores, rows) of each chunk's top-k
         while (span := take()) is not None:
             start, stop = span
             block = corpus[start:stop]
@@ -226,14 +226,12 @@ class Index:
                 block = buf[:stop - start].copy_(block)
             scores = torch.mm(q, block.T, out=out[:nq * (stop - start)].view(nq, stop - start))
             s, r = scores.topk(min(k, stop - start), dim=1)
-            found_s.append(s)
-            found_r.append(r + start)
-            if len(found_s) > MERGE_EVERY:
-                s, r = _best(torch.cat(found_s, 1), torch.cat(found_r, 1), k)
-                found_s, found_r = [s], [r]
+            found.append((s, r + start))
+            if len(found) > MERGE_EVERY:
+                found = [_merge(found, k)]
             if release:
                 self._release(start, stop)
-        return _best(torch.cat(found_s, 1), torch.cat(found_r, 1), k)
+        return _merge(found, k) if found else (torch.empty(nq, 0), torch.empty(nq, 0, dtype=torch.long))
 
     def search_ids(self, queries, k: int = 10) -> list[list[tuple[str, float]]]:
         """Per query, the k best (id, score) pairs, best first."""
@@ -319,13 +317,19 @@ class Index:
 
 # ---------------------------------------------------------------------- helpers
 
+def _merge(found: list[tuple[torch.Tensor, torch.Tensor]], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best of several (scores, rows) candidate lists of the same queries."""
+    if len(found) == 1:
+        return _best(*found[0], k)
+    return _best(torch.cat([s for s, _ in found], 1), torch.cat([r for _, r in found], 1), k)
+
+
 def _best(scores: torch.Tensor, rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Each query's k best candidates by score, equal scores by row: a total order, so merging
     partial results in any order (chunks, workers) gives the same answer."""
-    by_row = rows.argsort(dim=1)
-    scores, rows = scores.gather(1, by_row), rows.gather(1, by_row)
-    by_score = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
-    return scores.gather(1, by_score), rows.gather(1, by_score)
+    rows, by_row = rows.sort(dim=1)
+    scores, by_score = scores.gather(1, by_row).sort(dim=1, descending=True, stable=True)
+    return scores[:, :k], rows.gather(1, by_score[:, :k])
 
 
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None   # (pid, size, pool): search workers
