@@ -29,6 +29,8 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
+from .paths import write_atomic
+
 HERE = Path(__file__).resolve().parent
 TOY_MODEL = "teachclip-toy"
 TOY_CHECKPOINT = HERE / "assets" / "toy_clip.pt"
@@ -353,6 +355,8 @@ def pretrain_toy_clip(data_root: str | os.PathLike = "data/toy", out: str | os.P
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
+        # saved by path under a fixed temp name, not through atomic_open: torch names the zip
+        # archive inside after the file, so this keeps a rerun's checkpoint identical byte for byte
         tmp = out.with_name(f".{out.name}.tmp")
         torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, tmp)
         os.replace(tmp, out)
@@ -360,9 +364,7 @@ def pretrain_toy_clip(data_root: str | os.PathLike = "data/toy", out: str | os.P
                 "toy_world": json.loads((root / "meta.json").read_text())["config"],
                 "metrics": metrics, "history": history, "torch": torch.__version__,
                 "open_clip": open_clip.__version__, "sha256_12": file_digest(out)}
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, out.with_suffix(".json"))
+        write_atomic(out.with_suffix(".json"), json.dumps(meta, indent=2))
     return metrics
 
 

@@ -18,7 +18,7 @@ import torch
 
 from .backbone import Backbone, BackboneConfig, load_backbone
 from .data import Dataset, load_dataset
-from .paths import CACHE_DIR, TOY_DIR
+from .paths import CACHE_DIR, TOY_DIR, write_atomic
 from .video import SamplingConfig, VideoDecodeError, load_video
 
 
@@ -172,7 +172,7 @@ def build_features(dataset: Dataset, backbone: Backbone, sampling: SamplingConfi
     setting = {"backbone": backbone.key, "sampling": sampling.key(), "patches": patches, "v": 1}
     cdir = Path(cache_dir or CACHE_DIR) / f"{backbone.key.replace('/', '_')}-{_digest(setting)}"
     cdir.mkdir(parents=True, exist_ok=True)
-    for stale in cdir.glob(".*.tmp"):  # leftovers of a killed run; their shard is simply redone
+    for stale in [*cdir.glob(".*.tmp"), *cdir.glob(".tmp-*")]:  # leftovers of a killed run; redone
         stale.unlink(missing_ok=True)
 
     videos = dataset.videos()
@@ -215,16 +215,12 @@ def build_features(dataset: Dataset, backbone: Backbone, sampling: SamplingConfi
                       [c.split for c in caps], t["sentence"].float(), t["words"].float(), t["word_mask"].bool())
     manifest = {"setting": setting, "videos": len(ids), "captions": len(texts), "errors": len(errors),
                 "root": str(root.resolve())}
-    tmp = cdir / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, cdir / "manifest.json")
+    write_atomic(cdir / "manifest.json", json.dumps(manifest, indent=2))
     return FeatureSet(vf, tf, backbone.logit_scale, f"{backbone.key}|{sampling.key()}")
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def toy_features(root: str | os.PathLike = TOY_DIR, patches: bool = True, num_frames: int = 12,

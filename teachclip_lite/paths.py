@@ -3,7 +3,9 @@ CLI and tests agree whatever their working directory. And how a file gets there:
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_ROOT / "data"
@@ -25,16 +27,29 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write a file that readers see whole or not at all: a temp file in the same folder
-    (".tmp-<pid>-<name>", so a killed writer's leftovers are recognisable), synced, then renamed."""
+@contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file that readers see whole or not at all: written under a temp name in the
+    same folder (".tmp-<pid>-<name>", so a killed writer's leftovers are recognisable), synced,
+    then renamed; a failed write leaves nothing behind. For writers that want a file object
+    (torch.save); `write_atomic` for text and bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with open(tmp, "wb") as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
-    return path
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write text (UTF-8) or bytes atomically (see `atomic_open`)."""
+    with atomic_open(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)

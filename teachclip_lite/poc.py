@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .ingest import PROG, UserError, read_model, warn
-from .paths import write_atomic
+from .paths import atomic_open, write_atomic
 
 TRAIN_KEYS = {"data": "dataset folder (captions.csv / captions.jsonl / MSR-VTT files)",
               "out": "output folder (checkpoints, metrics, model.pt)",
@@ -110,9 +110,8 @@ def _save_model(src: Path, dst: Path, backbone_meta: dict, frames: int) -> None:
 
     blob = torch.load(src, map_location="cpu", weights_only=True)
     blob["teachclip_lite"] = {"backbone": backbone_meta, "frames": frames}
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, dst)
+    with atomic_open(dst) as f:
+        torch.save(blob, f)
 
 
 def run_train(config_path: str | os.PathLike) -> Path:

@@ -25,11 +25,12 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .paths import atomic_open
 
 KINDS = ("meanP", "seqTransf", "afa")
 ADAPTERS = ("none", "linear", "mlp")
@@ -178,11 +179,8 @@ class Student(nn.Module):
     # ------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
         """Config and weights in one file, written atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save({"config": asdict(self.cfg), "state_dict": self.state_dict()}, tmp)
-        os.replace(tmp, path)
+        with atomic_open(path) as f:
+            torch.save({"config": asdict(self.cfg), "state_dict": self.state_dict()}, f)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location="cpu") -> "Student":

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .features import TextFeatures, VideoFeatures
+from .paths import atomic_open
 
 TEACHERS = ("xpool", "xclip", "ts2net")
 NEG = -1e4  # masked logit; finite so an all-masked row cannot turn into NaN
@@ -369,12 +369,9 @@ def build_teacher(name: str, dim: int, num_frames: int = 12, **kw) -> Teacher:
 
 def save_teacher(teacher: Teacher, path: str | os.PathLike, **build_kw) -> None:
     """Name, sizes and weights in one file, written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"name": teacher.name, "dim": teacher.dim, "num_frames": teacher.num_frames,
-                "kwargs": build_kw, "state_dict": teacher.state_dict()}, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path) as f:
+        torch.save({"name": teacher.name, "dim": teacher.dim, "num_frames": teacher.num_frames,
+                    "kwargs": build_kw, "state_dict": teacher.state_dict()}, f)
 
 
 def load_teacher(path: str | os.PathLike, map_location="cpu") -> Teacher:

@@ -30,6 +30,7 @@ import torch
 from .features import FeatureSet
 from .losses import COARSE_LOSSES, DEFAULT_WEIGHTS, FINE_LOSSES, info_nce, teaching_loss
 from .metrics import retrieval_metrics
+from .paths import atomic_open, write_atomic
 from .student import Student, StudentConfig, build_student
 from .teachers import Teacher, build_teacher, save_teacher
 
@@ -164,12 +165,6 @@ def _lr_factor(step: int, total: int, warmup: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, total - w)))
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _fit(model, step_loss, evaluate, cfg: TrainConfig, n_captions_video: torch.Tensor, out_dir, resume,
          progress, desc, save_best, stop_after=None):
     from tqdm.auto import tqdm
@@ -230,10 +225,10 @@ def _fit(model, step_loss, evaluate, cfg: TrainConfig, n_captions_video: torch.T
         history.append(rec)
         bar.set_description(f"{desc} ep{epoch} val R@1 {metrics['t2v_r1']:.1f}")
         if state_path:
-            _atomic_save({"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
-                          "scheduler": sched.state_dict(), "history": history, "best": best, "epoch": epoch},
-                         state_path)
-            (Path(out_dir) / "history.json").write_text(json.dumps(history, indent=1))
+            with atomic_open(state_path) as f:
+                torch.save({"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "history": history, "best": best, "epoch": epoch}, f)
+            write_atomic(Path(out_dir) / "history.json", json.dumps(history, indent=1))
     bar.close()
     model.load_state_dict(best["state"])
     model.eval()
