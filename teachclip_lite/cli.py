@@ -202,5 +202,6 @@ def _explain(e: BaseException) -> tuple[str, int]:
     return (f"error: unexpected {type(e).__name__}: {one_line(e, 300)} (run again with --debug for the "
             "traceback, and report it)"), 1
 
+
 if __name__ == "__main__":
     sys.exit(main())

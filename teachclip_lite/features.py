@@ -99,12 +99,10 @@ def _signature(root: Path, video: str) -> list:
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, meta: dict | None = None) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={"json": json.dumps(meta or {})})
-    os.replace(tmp, path)
+    blob = save({k: v.contiguous() for k, v in tensors.items()}, metadata={"json": json.dumps(meta or {})})
+    write_atomic(path, blob)
 
 
 def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
