@@ -19,6 +19,7 @@ import torch
 from .backbone import Backbone, BackboneConfig, load_backbone
 from .data import Dataset, load_dataset
 from .paths import CACHE_DIR, TOY_DIR, write_atomic
+from .student import temporal_init
 from .video import SamplingConfig, VideoDecodeError, load_video
 
 
@@ -69,6 +70,7 @@ class FeatureSet:
     texts: TextFeatures
     logit_scale: float = 100.0      # the backbone's own temperature (exp of its logit_scale)
     key: str = ""                   # backbone + weights + sampling: what the cache is keyed by
+    temporal_init: dict | None = None   # the backbone's text blocks a seqTransf student starts from (student.py)
 
     def split(self, name: str) -> "FeatureSet":
         """Captions of one split and the videos they point to (videos re-indexed from 0)."""
@@ -77,7 +79,8 @@ class FeatureSet:
             raise ValueError(f"no captions in split {name!r} (splits: {sorted(set(self.texts.split))})")
         vids = sorted({int(self.texts.video[i]) for i in rows})
         vmap = {v: j for j, v in enumerate(vids)}
-        return FeatureSet(self.videos.subset(vids), self.texts.subset(rows, vmap), self.logit_scale, self.key)
+        return FeatureSet(self.videos.subset(vids), self.texts.subset(rows, vmap), self.logit_scale, self.key,
+                          self.temporal_init)
 
 
 # ---------------------------------------------------------------- building and caching
@@ -214,7 +217,8 @@ def build_features(dataset: Dataset, backbone: Backbone, sampling: SamplingConfi
     manifest = {"setting": setting, "videos": len(ids), "captions": len(texts), "errors": len(errors),
                 "root": str(root.resolve())}
     write_atomic(cdir / "manifest.json", json.dumps(manifest, indent=2))
-    return FeatureSet(vf, tf, backbone.logit_scale, f"{backbone.key}|{sampling.key()}")
+    return FeatureSet(vf, tf, backbone.logit_scale, f"{backbone.key}|{sampling.key()}",
+                      temporal_init(backbone.model))
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

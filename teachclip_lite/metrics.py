@@ -1,10 +1,22 @@
 """How good is a retrieval, and where does the student look.
 
 `retrieval_metrics` turns a query x video similarity matrix into the numbers the
-field reports: R@1/5/10, median rank (MdR), mean rank (MnR) and SumR (text-to-video
-R@1 + R@5 + R@10, as in the TeachCLIP paper), for text-to-video and video-to-text.
-Recalls are percentages. Ties are counted against the correct item (a model that
-scores everything equally ranks the right video last, not first).
+field reports, computed as CLIP4Clip's metrics.py does (the code TeachCLIP evaluates
+with): R@1/5/10 (percentages), median rank (MdR), mean rank (MnR), for text-to-video
+and video-to-text, plus SumR (text-to-video R@1 + R@5 + R@10, as in the TeachCLIP paper).
+
+- One caption per video (MSR-VTT 1k-A): `compute_metrics` on the matrix and on its
+  transpose; MdR is numpy's median (the mean of the two middle ranks).
+- Several captions per video (MSVD, VATEX, ...): text-to-video ranks each caption's
+  video as usual, with MdR as `tensor_text_to_video_metrics` takes it (torch.median:
+  the lower middle rank); video-to-text scores each video's group of captions by its
+  best caption (`tensor_video_to_text_sim`) and ranks the groups (`compute_metrics`,
+  numpy's median).
+
+One departure: ties count against the correct item (a model that scores everything
+equally ranks the right video last, not first); CLIP4Clip's sort-and-search picks
+the first equal position instead (and counts a row twice). Real-valued scores
+practically never tie, and then the two agree (tests/test_metrics.py).
 
 `attention_hit` uses the toy world's ground truth: the share of AFA weight that
 falls on the native frames a query's caption describes (`attention_hit`) or on
@@ -24,10 +36,11 @@ def _ranks(sim: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (sim >= correct).sum(1)  # counts the target itself, so this is 1-based
 
 
-def _summarise(ranks: torch.Tensor, prefix: str) -> dict[str, float]:
+def _summarise(ranks: torch.Tensor, prefix: str, lower_median: bool = False) -> dict[str, float]:
     r = ranks.double()
     out = {f"{prefix}_r{k}": float((r <= k).double().mean() * 100) for k in (1, 5, 10)}
-    out[f"{prefix}_mdr"] = float(torch.quantile(r, 0.5))  # numpy's median (torch.median takes the lower middle)
+    # numpy's median (CLIP4Clip's compute_metrics), or torch.median's lower middle (tensor_text_to_video_metrics)
+    out[f"{prefix}_mdr"] = float(r.median() if lower_median else torch.quantile(r, 0.5))
     out[f"{prefix}_mnr"] = float(r.mean())
     return out
 
@@ -37,20 +50,32 @@ def t2v_ranks(sim: torch.Tensor, query_video: torch.Tensor) -> torch.Tensor:
     return _ranks(sim.float(), torch.as_tensor(query_video, dtype=torch.long))
 
 
-def v2t_ranks(sim: torch.Tensor, query_video: torch.Tensor) -> torch.Tensor:
-    """For each video, the best rank among its captions when the video queries all captions.
+def v2t_ranks(sim: torch.Tensor, query_video: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """For each video with captions, the rank of its own caption group among all groups, a group
+    scored by its best caption (CLIP4Clip's tensor_video_to_text_sim, then compute_metrics).
 
-    With several captions per video any of them counts as a hit (the usual MSR-VTT /
-    CLIP4Clip convention); videos without a caption are skipped.
+    With one caption per video this is the rank of the video's caption among all captions.
+    Videos without a caption are skipped; columns are taken `chunk` at a time (memory Nv x chunk).
     """
-    sim = sim.float().t()                       # [Nv, Nq]
+    sim = sim.float()
     qv = torch.as_tensor(query_video, dtype=torch.long)
-    best = torch.full((sim.shape[0],), float("inf"), dtype=torch.float64)
-    own = sim[qv, torch.arange(len(qv))]        # [Nq] score of caption q in its video's row
-    rank_q = torch.cat([(sim[qv[i:i + 1024]] >= own[i:i + 1024, None]).sum(1)  # chunked: Nq x Nq can be big
-                        for i in range(0, len(qv), 1024)]).double()
-    best = best.scatter_reduce(0, qv, rank_q, reduce="amin")
-    return best[torch.isfinite(best)]
+    nv = sim.shape[1]
+    has = torch.zeros(nv, dtype=torch.bool)
+    has[qv] = True
+    ranks = []
+    for j in range(0, nv, chunk):
+        cols = sim[:, j:j + chunk]                                                  # [Nq, c]
+        group = torch.full((nv, cols.shape[1]), float("-inf")).scatter_reduce(   # [Nv groups, c]
+            0, qv[:, None].expand_as(cols), cols, reduce="amax")
+        own = group[torch.arange(j, j + cols.shape[1]), torch.arange(cols.shape[1])]
+        ranks.append((group >= own[None]).sum(0))
+    return torch.cat(ranks)[has]
+
+
+def one_caption_per_video(query_video: torch.Tensor, num_videos: int) -> bool:
+    """True when every video has exactly one caption (CLIP4Clip's single-sentence evaluation)."""
+    qv = torch.as_tensor(query_video, dtype=torch.long)
+    return len(qv) == num_videos and bool((torch.bincount(qv, minlength=num_videos) == 1).all())
 
 
 def retrieval_metrics(sim: torch.Tensor, query_video: torch.Tensor) -> dict[str, float]:
@@ -61,7 +86,8 @@ def retrieval_metrics(sim: torch.Tensor, query_video: torch.Tensor) -> dict[str,
     sim = torch.as_tensor(sim)
     if sim.ndim != 2 or len(query_video) != sim.shape[0]:
         raise ValueError(f"retrieval_metrics: sim {tuple(sim.shape)} does not match {len(query_video)} queries")
-    out = _summarise(t2v_ranks(sim, query_video), "t2v")
+    multi = not one_caption_per_video(query_video, sim.shape[1])
+    out = _summarise(t2v_ranks(sim, query_video), "t2v", lower_median=multi)
     out["sumr"] = out["t2v_r1"] + out["t2v_r5"] + out["t2v_r10"]
     out.update(_summarise(v2t_ranks(sim, query_video), "v2t"))
     return out

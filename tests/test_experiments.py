@@ -24,7 +24,7 @@ def test_summary_means_stds_and_attention(results):
     for name, m in s.items():
         assert 0 <= m["t2v_r1"] <= 100 and m["std"]["t2v_r1"] >= 0 and m["seeds"] == 2
         assert m["sumr"] == pytest.approx(m["t2v_r1"] + m["t2v_r5"] + m["t2v_r10"])
-        has_afa = name in ("afa", "afa_nce02", "teachclip_coarse", "teachclip_fine", "teachclip")
+        has_afa = name in ("afa", "afa_nce02", "seqTransf_afa", "teachclip_coarse", "teachclip_fine", "teachclip")
         assert (m["attention_hit"] is not None) == has_afa
         if has_afa:
             assert 0 <= m["attention_hit"] <= m["attention_hit_any"] <= 1

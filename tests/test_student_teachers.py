@@ -22,7 +22,7 @@ def _batch(b=5, seed=0):
     return texts, videos
 
 
-@pytest.mark.parametrize("kind", ["meanP", "seqTransf", "afa"])
+@pytest.mark.parametrize("kind", ["meanP", "seqTransf", "afa", "seqTransf_afa"])
 def test_student_one_normalised_vector_and_padding_is_ignored(kind):
     torch.manual_seed(0)
     s = build_student(StudentConfig(kind=kind, dim=D, num_frames=T, layers=1)).eval()
@@ -34,7 +34,7 @@ def test_student_one_normalised_vector_and_padding_is_ignored(kind):
     frames2[0, 4:] = 100.0                     # padded frames must not matter
     out2, _ = s.encode_video(frames2, v.mask)
     assert torch.allclose(out, out2, atol=1e-5)
-    assert (w is None) == (kind != "afa")
+    assert (w is None) == (kind not in ("afa", "seqTransf_afa"))
     t = s.encode_text(torch.randn(3, D))
     assert torch.allclose(t.norm(dim=-1), torch.ones(3), atol=1e-5)
 
@@ -57,8 +57,59 @@ def test_afa_weights_are_temperature_softmax_of_scores():
     assert torch.allclose(w, (scores / 0.1).softmax(-1), atol=1e-6)
     assert torch.allclose(w.sum(-1), torch.ones(5)) and (w[0, 4:] == 0).all()
     assert torch.allclose(s.frame_weights(v.frames, v.mask, temperature=1.0), scores.softmax(-1), atol=1e-6)
-    vec = F.normalize((w[..., None] * feats).sum(1), dim=-1)
+    vec = F.normalize((w[..., None] * F.normalize(feats, dim=-1)).sum(1), dim=-1)   # frames normalised, then pooled
     assert torch.allclose(s.encode_video(v.frames, v.mask)[0], vec, atol=1e-6)
+
+
+def _official_seqtransf_afa(s, frames):
+    """TeachCLIP's _loose_similarity (seqTransf + return_fine), written out from modeling.py with the
+    student's own weights: position add, CLIP's pre-LN residual blocks, residual add; Frameweight from
+    the un-normalised output; frames normalised; softmax(Frameweight / 0.1) pooling."""
+    x0 = frames
+    x = x0 + s.temporal.position[:frames.shape[1]]
+    for blk in s.temporal.transformer.resblocks:          # open_clip blocks are batch-first: x is [B, T, D]
+        h = blk.ln_1(x)
+        x = x + blk.attn(h, h, h, need_weights=False)[0]
+        x = x + blk.mlp(blk.ln_2(x))
+    x = x + x0
+    fw = s.afa[2](torch.relu(s.afa[0](x)))                # [B, T, 1]
+    xn = x / x.norm(dim=-1, keepdim=True)
+    v = (xn * fw.div(0.1).softmax(1)).sum(1)
+    return v / v.norm(dim=-1, keepdim=True), fw.squeeze(-1).softmax(1)
+
+
+def test_seqtransf_afa_is_the_official_student():
+    torch.manual_seed(5)
+    s = Student(StudentConfig(kind="seqTransf_afa", dim=D, num_frames=T, layers=2, heads=2, adapter="none")).eval()
+    _, v = _batch()
+    full = torch.ones(5, T, dtype=torch.bool)              # the official code has no padding
+    v_ours, _ = s.encode_video(v.frames, full)
+    v_off, w_off = _official_seqtransf_afa(s, v.frames)
+    assert torch.allclose(v_ours, v_off, atol=1e-5)
+    assert torch.allclose(s.frame_weights(v.frames, full, temperature=1.0), w_off, atol=1e-5)
+    # AFA reads the post-temporal frames before normalisation: scaling a clip's frames changes its scores
+    feats = s.frame_features(v.frames, full)
+    assert not torch.allclose(feats.norm(dim=-1), torch.ones(5, T))
+
+
+def test_temporal_module_starts_from_the_backbone_text_transformer():
+    import open_clip
+
+    from teachclip_lite import backbone  # noqa: F401  (registers the toy config with open_clip)
+    from teachclip_lite.student import temporal_init
+
+    clip = open_clip.create_model("teachclip-toy")
+    init = temporal_init(clip)
+    assert init is not None and init["heads"] == 4 and len(init["blocks"]) == 3   # the toy text has 3 layers
+    s = build_student(StudentConfig(kind="seqTransf_afa", dim=64, num_frames=12), init)
+    assert s.cfg.heads == 4 and s.cfg.act == init["act"]
+    for i in range(3):
+        for k, val in clip.transformer.resblocks[i].state_dict().items():
+            assert torch.equal(s.temporal.transformer.resblocks[i].state_dict()[k], val), (i, k)
+    assert torch.equal(s.temporal.position.detach(), clip.positional_embedding[:12].detach())
+    # the fourth block has no text counterpart: CLIP4Clip's init (normal(0, 0.02) linear weights, zero biases)
+    fc = s.temporal.transformer.resblocks[3].mlp.c_fc
+    assert fc.bias.abs().max() == 0 and 0.01 < fc.weight.std() < 0.03
 
 
 def test_student_save_load_roundtrip(tmp_path):
