@@ -521,11 +521,12 @@ def ms_per_query(cost: dict) -> dict:
             for n, e in cost["efficiency"].items()}
 
 
-def loss_choice(results, features, cfg, coarse=("pearson", "ce", "kl"), fine=("ce", "pearson", "l1"),
+def loss_choice(results, features, cfg, coarse=("pearson", "ce", "l1"), fine=("ce", "pearson", "l1"),
                 seed: int = 0, progress: bool = True) -> list[dict]:
     """TeachCLIP students trained with each coarse loss (fine fixed at "ce") and each fine loss (coarse fixed
-    at "pearson"), by the same teachers, budget and batches as the ablation. The default pair is the
-    ablation's own `teachclip` model, not trained again."""
+    at "pearson"), by the same teachers, budget and batches as the ablation, each with its official
+    recipe weights (losses.recipe_weights: 1 / 10 / 1 for coarse "ce", else 0.2 / 1 / 2). The default
+    pair is the ablation's own `teachclip` model, not trained again."""
     from .student import StudentConfig
     from .train import evaluate_student, train_student
 
@@ -540,9 +541,9 @@ def loss_choice(results, features, cfg, coarse=("pearson", "ce", "kl"), fine=("c
             if (c, f) == ("pearson", "ce") and ("teachclip", seed) in results.models:
                 model = results.models[("teachclip", seed)]
             else:
-                tcfg = replace(cfg.train, seed=seed, coarse_loss=c, fine_loss=f)
-                scfg = StudentConfig(**{"kind": "afa", "dim": dim, "num_frames": frames,
-                                        "logit_scale": features.logit_scale, **cfg.student})
+                tcfg = replace(cfg.train, seed=seed, coarse_loss=c, fine_loss=f, weights=None)  # its recipe
+                scfg = StudentConfig(**{"dim": dim, "num_frames": frames, "logit_scale": features.logit_scale,
+                                        **cfg.student})
                 model, _ = train_student(tcfg, train_fs, val_fs, teachers, scfg, teacher_cache=cache,
                                          progress=progress, desc=f"{channel} {loss}")
             metrics = evaluate_student(model, eval_fs)[0]

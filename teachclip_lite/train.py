@@ -53,6 +53,7 @@ class TrainConfig:
     batch_size: int = 120
     lr: float = 1e-2
     afa_lr_mult: float = 10.0           # AFA's score MLP learns at lr * this (the paper: AFA at 10x)
+    temporal_lr_mult: float = 0.1       # the temporal module (CLIP blocks) at lr * this (1e-3: measured best, FAITHFULNESS.md)
     weight_decay: float = 0.2
     warmup: float = 0.1                 # share of all steps spent warming the lr up linearly
     seed: int = 0
@@ -159,14 +160,16 @@ def evaluate_teacher(teacher: Teacher, fs: FeatureSet) -> tuple[dict, torch.Tens
 # ------------------------------------------------------------------ the loop
 
 def _param_groups(model: torch.nn.Module, cfg: TrainConfig):
-    """Weight decay on matrices (not on biases, LayerNorms or the logit scale); AFA at its own learning rate."""
-    groups: dict[tuple[bool, bool], list] = {}
+    """Weight decay on matrices (not on biases, LayerNorms or the logit scale); AFA and the temporal
+    module at their own learning rates."""
+    mult = {"afa": cfg.afa_lr_mult, "temporal": cfg.temporal_lr_mult}
+    groups: dict[tuple[float, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            key = (name.startswith("afa."), p.ndim >= 2)
+            key = (mult.get(name.split(".")[0], 1.0), p.ndim >= 2)
             groups.setdefault(key, []).append(p)
-    return [{"params": ps, "lr": cfg.lr * (cfg.afa_lr_mult if afa else 1.0),
-             "weight_decay": cfg.weight_decay if decay else 0.0} for (afa, decay), ps in sorted(groups.items())]
+    return [{"params": ps, "lr": cfg.lr * m, "weight_decay": cfg.weight_decay if decay else 0.0}
+            for (m, decay), ps in sorted(groups.items())]
 
 
 def _lr_factor(step: int, total: int, warmup: float) -> float:
@@ -326,12 +329,19 @@ def train_teacher(cfg: TrainConfig, features_train: FeatureSet, features_val: Fe
                   teacher: str | Teacher = "xclip", out_dir: str | os.PathLike | None = None, resume: bool = True,
                   progress: bool = True, desc: str | None = None, stop_after: int | None = None,
                   **build_kw) -> tuple[Teacher, list[dict]]:
-    """Train one teacher with symmetric InfoNCE on its pair logits (cfg.weights are not used)."""
+    """Train one teacher with symmetric InfoNCE on its pair logits (cfg.weights are not used). A teacher
+    built here by name starts its temporal modules from the backbone's text transformer, as the student does."""
     device = _prepare(cfg, out_dir)
     if isinstance(teacher, str):
         dim, frames = features_train.videos.frames.shape[-1], features_train.videos.frames.shape[1]
         build_kw.setdefault("logit_scale", features_train.logit_scale)
+        init = features_train.temporal_init
+        if init is not None and teacher in ("xclip", "ts2net"):   # their seqTransf starts from the text blocks
+            build_kw.setdefault("heads", init["heads"])
+            build_kw.setdefault("act", init["act"])
         teacher = build_teacher(teacher, dim, frames, **build_kw)
+        if init is not None:
+            teacher.load_text_init(init)
     teacher.to(device)
     train = _Data(features_train, device, patches=teacher.needs_patches)
 

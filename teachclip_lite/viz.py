@@ -26,7 +26,8 @@ WIDTH = 920                       # figure width in pixels: fits JupyterLab and 
 TRUTH = "rgb(44,160,44)"          # frames a caption describes (ground truth)
 FILLER_DIM = 0.45                 # frames that show nothing are drawn at this brightness
 MODEL_COLOURS = {
-    "meanP": "#7f7f7f", "afa": "#17becf", "afa_nce02": "#9edae5", "teachclip_coarse": "#ff7f0e",
+    "meanP": "#7f7f7f", "seqTransf": "#c7c7c7", "afa": "#17becf", "afa_nce02": "#9edae5", "seqTransf_afa": "#aec7e8",
+    "teachclip_coarse": "#ff7f0e",
     "teachclip_fine": "#2ca02c", "teachclip": "#d62728", "teacher_xpool": "#9467bd", "teacher_xclip": "#8c564b",
     "teacher_ts2net": "#e377c2", "teacher_ensemble": "#1f77b4", "xpool": "#9467bd", "xclip": "#8c564b",
     "ts2net": "#e377c2", "ensemble": "#1f77b4", "student": "#d62728", "teacher": "#1f77b4",

@@ -12,7 +12,7 @@ from teachclip_lite.experiments import ALL_MODELS, METRICS
 from teachclip_lite.features import TextFeatures, VideoFeatures
 from teachclip_lite.teachers import build_teacher
 
-AFA_MODELS = {"afa", "afa_nce02", "teachclip_coarse", "teachclip_fine", "teachclip"}
+AFA_MODELS = {"afa", "afa_nce02", "seqTransf_afa", "teachclip_coarse", "teachclip_fine", "teachclip"}
 
 
 @pytest.fixture(scope="module")
