@@ -354,7 +354,7 @@ def lesson_features(max_train_videos: int | None = None, root: str | os.PathLike
 
 
 def experiment(lesson: Lesson, features, models, seeds=(0,), epochs: int = 5, batch_size: int = 64,
-               teachers=("xpool", "xclip", "ts2net"), student: dict | None = None,
+               teachers=None, student: dict | None = None,
                truth_root: str | os.PathLike = TOY_DIR, **train):
     """The ablation config of a lesson. Checkpoints go to the run's models folder, keyed by the data and every
     training setting, so lessons with the same settings share (resume) them and a changed setting starts afresh."""
@@ -364,7 +364,9 @@ def experiment(lesson: Lesson, features, models, seeds=(0,), epochs: int = 5, ba
     from .train import TrainConfig
 
     tcfg = TrainConfig(epochs=int(epochs), batch_size=int(batch_size), **train)
-    teachers, student = tuple(teachers), dict(student or {})
+    from .teachers import DEFAULT_TEACHERS
+
+    teachers, student = tuple(teachers or DEFAULT_TEACHERS), dict(student or {})
     return ExperimentConfig(seeds=tuple(int(s) for s in seeds), models=tuple(models), train=tcfg,
                             teachers=teachers, student=student, truth_root=str(truth_root),
                             out_dir=str(lesson.models_for(features, asdict(tcfg), teachers, student)))

@@ -10,9 +10,9 @@ Models (the keys the benchmark and the notebooks use):
 | afa_nce02 | the TeachCLIP student (seqTransf + AFA) with InfoNCE at teachclip's weight (0.2) and no teacher |
 | seqTransf_afa | the TeachCLIP student (seqTransf + AFA), InfoNCE only: teachclip's untaught twin |
 | teacher_xpool, teacher_xclip, teacher_ts2net | the fine-grained teachers, InfoNCE |
-| teacher_ensemble | the three teachers' logits averaged (no extra training) |
-| teachclip_coarse | seqTransf_afa + coarse-grained teaching by all teachers |
-| teachclip_fine | seqTransf_afa + fine-grained teaching by all teachers |
+| teacher_ensemble | the teaching teachers' (`teachers`: X-CLIP and TS2-Net) logits averaged (no extra training) |
+| teachclip_coarse | seqTransf_afa + coarse-grained teaching by `teachers` |
+| teachclip_fine | seqTransf_afa + fine-grained teaching by `teachers` |
 | teachclip | seqTransf_afa + coarse + fine (the method) |
 
 Every student trains with the same `TrainConfig` (epochs, batches, schedule) and
@@ -48,7 +48,7 @@ from .features import FeatureSet, TextFeatures, VideoFeatures
 from .metrics import attention_hit, attention_hit_any
 from .paths import write_atomic
 from .student import StudentConfig
-from .teachers import TEACHERS, EnsembleTeacher
+from .teachers import DEFAULT_TEACHERS, TEACHERS, EnsembleTeacher
 from .train import TrainConfig, evaluate_student, evaluate_teacher, train_student, train_teacher
 
 STUDENTS = ("meanP", "seqTransf", "afa", "afa_nce02", "seqTransf_afa", "teachclip_coarse", "teachclip_fine",
@@ -67,7 +67,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     teacher_train: TrainConfig = field(default_factory=TrainConfig.for_teachers)  # seed set per run
     student: dict = field(default_factory=dict)  # StudentConfig fields shared by all students (layers, ...)
-    teachers: tuple[str, ...] = TEACHERS       # who teaches the teachclip_* students
+    teachers: tuple[str, ...] = DEFAULT_TEACHERS  # who teaches the teachclip_* students (the official configs)
     eval_split: str = "test"
     truth_root: str | None = "data/toy"         # toy ground truth for attention_hit (None: skip)
     out_dir: str | None = None                  # checkpoints + results; a rerun resumes

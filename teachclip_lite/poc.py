@@ -18,7 +18,7 @@ TRAIN_KEYS = {"data": "dataset folder (captions.csv / captions.jsonl / MSR-VTT f
               "pretrained": "open_clip tag or checkpoint path (default: openai; the toy checkpoint for 'toy')",
               "frames": "frames sampled per video (default 12)", "seed": "random seed (default 0)",
               "models": "which models to train (default [meanP, teachclip])",
-              "teachers": "teachers of the TeachCLIP student (default all three)",
+              "teachers": "teachers of the TeachCLIP student (default xclip and ts2net, as the official configs)",
               "train": "TrainConfig fields (epochs, batch_size, lr, ...)",
               "student": "StudentConfig fields shared by the students (layers, ...)",
               "val_fraction": "share of training videos held out for validation when there is no 'val' split"}
@@ -121,13 +121,13 @@ def run_train(config_path: str | os.PathLike) -> Path:
     from .backbone import BackboneConfig, load_backbone
     from .experiments import ALL_MODELS, STUDENTS, ExperimentConfig, run_experiments
     from .student import StudentConfig
-    from .teachers import TEACHERS
+    from .teachers import DEFAULT_TEACHERS, TEACHERS
     from .train import TrainConfig
 
     path = Path(config_path)
     cfg = _read_config(path)
     models = tuple(cfg.get("models") or ("meanP", "teachclip"))
-    teachers = tuple(cfg.get("teachers") or TEACHERS)
+    teachers = tuple(cfg.get("teachers") or DEFAULT_TEACHERS)
     bad = [m for m in models if m not in ALL_MODELS] + [t for t in teachers if t not in TEACHERS]
     if bad:
         raise UserError(f"{path}: unknown model/teacher {', '.join(map(str, bad))} (models: {', '.join(ALL_MODELS)}; "

@@ -46,6 +46,7 @@ from .paths import atomic_open
 from .student import TemporalModule
 
 TEACHERS = ("xpool", "xclip", "ts2net")
+DEFAULT_TEACHERS = ("xclip", "ts2net")   # who teaches the student in every official config but ActivityNet/DiDeMo
 ADAPTERS = ("none", "linear", "mlp")
 NEG = -1e4  # masked logit; finite so an all-masked row cannot turn into NaN
 

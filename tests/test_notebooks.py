@@ -126,18 +126,15 @@ def test_01_teacher_scoring(lessons):
 @pytest.mark.slow
 def test_02_coarse_vs_fine_distillation(lessons):
     m, nb = lessons("02_coarse_vs_fine_distillation")
-    students = ("meanP", "afa", "teachclip_coarse", "teachclip_fine", "teachclip")
+    students = ("meanP", "seqTransf_afa", "teachclip_coarse", "teachclip_fine", "teachclip")
     assert all(f"| {s} |" in m["table"] for s in students)
     assert set(m["r1"]) >= set(students) and all(0 <= m["r1"][s] <= 100 for s in students)
     assert {"nce", "coarse", "fine", "loss", "val_r1"} <= set(m["history_components"])
     choice = {(r["channel"], r["loss"]): r for r in m["loss_choice"]}
-    assert set(choice) == {("coarse", "pearson"), ("coarse", "ce"), ("coarse", "kl"),
+    assert set(choice) == {("coarse", "pearson"), ("coarse", "ce"), ("coarse", "l1"),
                            ("fine", "ce"), ("fine", "pearson"), ("fine", "l1")}
-    # the default pair is the ablation's teachclip; ce and kl differ by a constant, so they have the same
-    # gradients in exact arithmetic (tests/test_losses.py); in floats the rounding differs and training
-    # amplifies it a little, so the two models agree closely rather than to the bit
+    # the default pair is the ablation's teachclip, not trained again
     assert choice[("coarse", "pearson")]["t2v_r1"] == pytest.approx(m["r1"]["teachclip"])
-    assert choice[("coarse", "ce")]["sumr"] == pytest.approx(choice[("coarse", "kl")]["sumr"], abs=3.0)
     assert _figures(nb) >= 5
 
 
@@ -146,7 +143,7 @@ def test_02_coarse_vs_fine_distillation(lessons):
 def test_03_afa_attention(lessons):
     m, nb = lessons("03_afa_attention")
     hit, hit_any, uniform = m["attention_hit"], m["attention_hit_any"], m["uniform"]
-    for s in ("afa", "teachclip_fine", "teachclip"):
+    for s in ("seqTransf_afa", "teachclip_fine", "teachclip"):
         assert 0 <= hit[s] <= hit_any[s] <= 1
     assert hit["teachclip_fine"] > uniform["attention_hit_uniform"], "taught AFA should look at described frames"
     g = m["gallery"]
