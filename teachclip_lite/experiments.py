@@ -68,6 +68,7 @@ class ExperimentConfig:
     teacher_train: TrainConfig = field(default_factory=TrainConfig.for_teachers)  # seed set per run
     student: dict = field(default_factory=dict)  # StudentConfig fields shared by all students (layers, ...)
     teachers: tuple[str, ...] = DEFAULT_TEACHERS  # who teaches the teachclip_* students (the official configs)
+    query: str = "sentence"                     # every model's query side, teachers included (query.py)
     eval_split: str = "test"
     truth_root: str | None = "data/toy"         # toy ground truth for attention_hit (None: skip)
     out_dir: str | None = None                  # checkpoints + results; a rerun resumes
@@ -153,7 +154,7 @@ def _truth_sets(fs: FeatureSet, truth: dict | None):
         if frames is None:
             return None
         described.append(set(frames))
-        anyf.append({f for e in rec["events"] for f in range(e["start"], e["end"])})
+        anyf.append({f for e in rec["events"] if not e.get("decoy") for f in range(e["start"], e["end"])})
     return described, anyf
 
 
@@ -185,7 +186,8 @@ def _student_spec(name: str, cfg: ExperimentConfig, dim: int, frames: int, logit
     kind, nce, coarse, fine = STUDENT_SPECS[name]
     w_nce, w_coarse, w_fine = cfg.train.weights
     weights = (w_nce if nce is None else nce, w_coarse if coarse else 0.0, w_fine if fine else 0.0)
-    scfg = StudentConfig(**{"dim": dim, "num_frames": frames, "logit_scale": logit_scale, **cfg.student})
+    scfg = StudentConfig(**{"dim": dim, "num_frames": frames, "logit_scale": logit_scale, "query": cfg.query,
+                            **cfg.student})
     return replace(scfg, kind=kind), weights, coarse or fine
 
 
@@ -276,7 +278,8 @@ def _run_seed(cfg: ExperimentConfig, seed: int, data, progress: bool):
         t0 = time.perf_counter()
         bar.set_description(f"seed {seed} teacher_{tname}")
         model, hist = train_teacher(replace(cfg.teacher_train, seed=seed), train_fs, val_fs, tname,
-                                    progress=progress, out_dir=out / f"teacher_{tname}" if out else None)
+                                    progress=progress, out_dir=out / f"teacher_{tname}" if out else None,
+                                    query=cfg.query)
         teachers[tname] = model
         models[(f"teacher_{tname}", seed)], histories[(f"teacher_{tname}", seed)] = model, hist
         if f"teacher_{tname}" in cfg.models:

@@ -88,10 +88,10 @@ class Encoder:
         import torch
         import torch.nn.functional as F
 
-        sentence = self.backbone.encode_text(list(texts))[0]
+        sentence, words, word_mask = self.backbone.encode_text(list(texts))
         with torch.inference_mode():
             if self.student is not None:
-                return self.student.encode_text(sentence).float()
+                return self.student.encode_text(sentence, words, word_mask).float()
             return F.normalize(sentence.float(), dim=-1)
 
     def describe(self) -> str:

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, Transformer
 
 from .paths import atomic_open
+from .query import QUERIES, QueryEncoder
 
 KINDS = ("meanP", "seqTransf", "afa", "seqTransf_afa")
 ADAPTERS = ("none", "linear", "mlp")
@@ -61,6 +62,7 @@ class StudentConfig:
     afa_temperature: float = 0.1        # softmax temperature of the AFA weights used for aggregation
     afa_hidden: int = 0                 # AFA score MLP width (0: dim)
     adapter: str = "mlp"                # residual heads on frames and text: "none" | "linear" | "mlp" (zero-init)
+    query: str = "sentence"             # the query side (query.py): "sentence" | "words" (a trainable block over tokens)
     logit_scale: float = 100.0          # initial score scale (CLIP's exp(logit_scale))
     learn_logit_scale: bool = True
 
@@ -69,6 +71,8 @@ class StudentConfig:
             raise ValueError(f"student kind {self.kind!r} is not one of {KINDS}")
         if self.adapter not in ADAPTERS:
             raise ValueError(f"student adapter {self.adapter!r} is not one of {ADAPTERS}")
+        if self.query not in QUERIES:
+            raise ValueError(f"student query {self.query!r} is not one of {QUERIES}")
         if self.act and self.act not in ACTS:
             raise ValueError(f"student act {self.act!r} is not one of {tuple(ACTS)}")
 
@@ -159,6 +163,7 @@ class Student(nn.Module):
             cfg = replace(cfg, heads=cfg.heads or init["heads"], act=cfg.act or init["act"])
         self.cfg = cfg
         d = cfg.dim
+        self.query = QueryEncoder(d, cfg.query) if cfg.query != "sentence" else None
         self.text_adapter = _adapter(cfg.adapter, d)
         self.frame_adapter = _adapter(cfg.adapter, d)
         self.temporal = TemporalModule(d, cfg.num_frames, cfg.layers, cfg.heads, cfg.act) if cfg.uses_temporal else None
@@ -180,8 +185,16 @@ class Student(nn.Module):
         """score = logit_scale * <text, video>; clamped at 100 as CLIP does."""
         return self.log_scale.clamp(max=math.log(100.0)).exp()
 
-    def encode_text(self, sentence: torch.Tensor) -> torch.Tensor:
+    @property
+    def needs_words(self) -> bool:
+        """True when the query side reads word tokens (`encode_text` then needs words and word_mask)."""
+        return self.query is not None
+
+    def encode_text(self, sentence: torch.Tensor, words: torch.Tensor | None = None,
+                    word_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = sentence.float()
+        if self.query is not None:
+            x, _ = self.query(x, None if words is None else words.float(), word_mask)
         if self.text_adapter is not None:
             x = x + self.text_adapter(x)
         return F.normalize(x, dim=-1)
@@ -228,9 +241,10 @@ class Student(nn.Module):
             return None
         return (scores / (temperature or self.cfg.afa_temperature)).softmax(-1)
 
-    def forward(self, sentence: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor):
+    def forward(self, sentence: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,
+                words: torch.Tensor | None = None, word_mask: torch.Tensor | None = None):
         """Training step view: (logits [B, B] text x video, temperature-1 frame scores [B, T] or None)."""
-        t = self.encode_text(sentence)
+        t = self.encode_text(sentence, words, word_mask)
         feats = self.frame_features(frames, mask)
         scores = self.frame_scores(feats, mask)
         v, _ = self.aggregate(feats, mask, scores)
@@ -238,11 +252,13 @@ class Student(nn.Module):
 
     @torch.no_grad()
     def similarity(self, sentence: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,
-                   chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   chunk: int = 4096, words: torch.Tensor | None = None,
+                   word_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Search as it would run: encode all queries and videos once, then one matrix product.
         Returns (logits [Nq, Nv], AFA weights [Nv, T] or None)."""
         dev = self.log_scale.device
-        t = torch.cat([self.encode_text(sentence[i:i + chunk].to(dev)) for i in range(0, len(sentence), chunk)])
+        t = torch.cat([self.encode_text(*_text_chunk(sentence, words, word_mask, slice(i, i + chunk), dev))
+                       for i in range(0, len(sentence), chunk)])
         vs, ws = [], []
         for i in range(0, len(frames), chunk):
             v, w = self.encode_video(frames[i:i + chunk].to(dev), mask[i:i + chunk].to(dev))
@@ -267,6 +283,14 @@ class Student(nn.Module):
         except Exception as e:  # a truncated or foreign file fails in many ways; say which file
             raise ValueError(f"{path}: not a student checkpoint ({e})") from None
         return model
+
+
+def _text_chunk(sentence, words, word_mask, rows: slice, dev):
+    """One chunk of queries on `dev`, all-padding word columns dropped (the query block's cost grows with L)."""
+    if words is None or word_mask is None:
+        return sentence[rows].to(dev), None, None
+    n = max(1, int(word_mask[rows].sum(1).max()))
+    return sentence[rows].to(dev), words[rows, :n].to(dev), word_mask[rows, :n].to(dev)
 
 
 def build_student(cfg: StudentConfig, init: dict | None = None) -> Student:

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from .features import TextFeatures, VideoFeatures
 from .paths import atomic_open
+from .query import QueryEncoder
 from .student import TemporalModule
 
 TEACHERS = ("xpool", "xclip", "ts2net")
@@ -106,10 +107,11 @@ class Teacher(nn.Module):
     name = "teacher"
     needs_patches = False
 
-    def __init__(self, dim: int, num_frames: int = 12, logit_scale: float = 100.0):
+    def __init__(self, dim: int, num_frames: int = 12, logit_scale: float = 100.0, query: str = "sentence"):
         super().__init__()
         self.dim, self.num_frames = dim, num_frames
         self.log_scale = nn.Parameter(torch.tensor(math.log(logit_scale)))
+        self.query = QueryEncoder(dim, query) if query != "sentence" else None   # the student's query side
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -131,8 +133,14 @@ class Teacher(nn.Module):
                 n += 1
         return n
 
-    # subclasses -------------------------------------------------------------
     def encode_texts(self, sentence, words, word_mask) -> dict:
+        """The caption's states for `pair_sims`: the query side (query.py) first, then the teacher's own."""
+        if self.query is not None:
+            sentence, words = self.query(self._in(sentence), self._in(words), word_mask)
+        return self.text_states(sentence, words, word_mask)
+
+    # subclasses -------------------------------------------------------------
+    def text_states(self, sentence, words, word_mask) -> dict:
         raise NotImplementedError
 
     def encode_videos(self, frames, mask, patches=None) -> dict:
@@ -242,8 +250,8 @@ class XPoolTeacher(Teacher):
     name = "xpool"
 
     def __init__(self, dim: int, num_frames: int = 12, logit_scale: float = 100.0, adapter: str = "mlp",
-                 dropout: float = 0.3, relevance_temperature: float = 1.0):
-        super().__init__(dim, num_frames, logit_scale)
+                 dropout: float = 0.3, relevance_temperature: float = 1.0, query: str = "sentence"):
+        super().__init__(dim, num_frames, logit_scale, query)
         self.relevance_temperature = relevance_temperature
         self.text = _input_head(adapter, dim)
         self.frame = _input_head(adapter, dim)
@@ -256,7 +264,7 @@ class XPoolTeacher(Teacher):
     def bytes_per_video(self, num_frames: int, dim: int, num_patches: int = 0) -> int:
         return 2 * num_frames * dim * 4     # keys and (output-projected) values of every frame
 
-    def encode_texts(self, sentence, words, word_mask):
+    def text_states(self, sentence, words, word_mask):
         t = _adapt(self._in(sentence), self.text)
         return {"t": F.normalize(t, dim=-1), "q": self.q_proj(self.layer_norm1(t))}
 
@@ -324,8 +332,8 @@ class XClipTeacher(Teacher):
 
     def __init__(self, dim: int, num_frames: int = 12, logit_scale: float = 100.0, adapter: str = "mlp",
                  num_words: int = 32, temperature: float = 0.01, layers: int = 4, heads: int | None = None,
-                 relevance_temperature: float = 1.0, act: str = "quick_gelu"):
-        super().__init__(dim, num_frames, logit_scale)
+                 relevance_temperature: float = 1.0, act: str = "quick_gelu", query: str = "sentence"):
+        super().__init__(dim, num_frames, logit_scale, query)
         self.num_words, self.temperature, self.relevance_temperature = num_words, temperature, relevance_temperature
         self.text = _input_head(adapter, dim)
         self.frame = _input_head(adapter, dim)
@@ -338,7 +346,7 @@ class XClipTeacher(Teacher):
     def bytes_per_video(self, num_frames: int, dim: int, num_patches: int = 0) -> int:
         return (num_frames + 1) * dim * 4  # the frames and the video-level vector
 
-    def encode_texts(self, sentence, words, word_mask):
+    def text_states(self, sentence, words, word_mask):
         words, word_mask = words[:, :self.num_words], word_mask[:, :self.num_words]
         s = F.normalize(_adapt(self._in(sentence), self.text), dim=-1)
         w = F.normalize(_adapt(self._in(words), self.text), dim=-1) * word_mask[..., None]
@@ -472,8 +480,8 @@ class TS2NetTeacher(Teacher):
     def __init__(self, dim: int, num_frames: int = 12, logit_scale: float = 100.0, adapter: str = "mlp",
                  top_k: int = 3, num_samples: int = 500, sigma: float = 0.05, token_shift: bool = True,
                  shift_div: int = 7, pool_scale: float = 4.0, layers: int = 4, heads: int | None = None,
-                 relevance_temperature: float = 1.0, act: str = "quick_gelu"):
-        super().__init__(dim, num_frames, logit_scale)
+                 relevance_temperature: float = 1.0, act: str = "quick_gelu", query: str = "sentence"):
+        super().__init__(dim, num_frames, logit_scale, query)
         self.top_k, self.num_samples, self.sigma = top_k, num_samples, sigma
         self.use_shift, self.shift_div, self.pool_scale = token_shift, shift_div, pool_scale
         self.relevance_temperature = relevance_temperature
@@ -518,7 +526,7 @@ class TS2NetTeacher(Teacher):
         picked = torch.einsum("btkp,btpd->btkd", ind, tokens[:, :, 1:])
         return torch.cat([tokens[:, :, :1], picked], 2)
 
-    def encode_texts(self, sentence, words, word_mask):
+    def text_states(self, sentence, words, word_mask):
         return {"t": F.normalize(_adapt(self._in(sentence), self.text), dim=-1)}
 
     def encode_videos(self, frames, mask, patches=None):

@@ -38,6 +38,7 @@ COLOURS = {
     "red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (240, 220, 40),
     "purple": (160, 60, 220), "orange": (250, 140, 20), "white": (240, 240, 240), "cyan": (40, 220, 230),
 }
+DECOY_COLOURS = {"grey": (150, 150, 150), "brown": (140, 90, 40)}   # shapes no caption ever mentions
 MOTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "still": (0, 0)}
 FILLERS = ("blank", "noise", "clutter")
 FILLER_CAPTIONS = {"blank": "a blank screen", "noise": "static noise", "clutter": "colourful clutter"}
@@ -59,6 +60,7 @@ class ToyConfig:
     captions_per_video: int = 4          # training captions (val/test: one query each)
     query_events: int = 2                # events a val/test query describes
     sibling_frac: float = 0.4            # share of clips that come as colour-swapped pairs
+    decoys: int = 0                      # decoy events per clip: moving shapes in DECOY_COLOURS, never captioned
     workers: int = 2
 
 
@@ -69,6 +71,7 @@ class Event:
     motion: str
     start: int = 0   # first native frame
     end: int = 0     # one past the last native frame
+    decoy: bool = False  # content no caption describes (a shot of something else)
 
     def phrase(self) -> str:
         article = "an" if self.colour[0] in "aeiou" else "a"
@@ -130,7 +133,7 @@ def render_event(ev: Event, n: int, size: int, rng: np.random.Generator) -> np.n
     lo, hi = r + 1, size - r - 1
     x0 = rng.uniform(lo + max(0, -vx) * travel, hi - max(0, vx) * travel) if hi - lo > travel else size / 2
     y0 = rng.uniform(lo + max(0, -vy) * travel, hi - max(0, vy) * travel) if hi - lo > travel else size / 2
-    colour = np.array(COLOURS[ev.colour], dtype=np.float32)
+    colour = np.array({**COLOURS, **DECOY_COLOURS}[ev.colour], dtype=np.float32)
     bg = _background(rng, size).astype(np.float32)
     out = np.empty((n, size, size, 3), dtype=np.uint8)
     for i in range(n):
@@ -171,7 +174,12 @@ def _random_events(rng: np.random.Generator, cfg: ToyConfig) -> list[Event]:
     colours = rng.choice(list(COLOURS), size=k, replace=False)   # distinct colours, so swaps change bindings
     shapes = rng.choice(SHAPES, size=k, replace=False)
     motions = rng.choice(list(MOTIONS), size=k)
-    return [Event(str(c), str(s), str(m)) for c, s, m in zip(colours, shapes, motions)]
+    events = [Event(str(c), str(s), str(m)) for c, s, m in zip(colours, shapes, motions)]
+    for _ in range(cfg.decoys):   # a decoy goes anywhere on the timeline, between the real events
+        d = Event(str(rng.choice(list(DECOY_COLOURS))), str(rng.choice(SHAPES)), str(rng.choice(list(MOTIONS))),
+                  decoy=True)
+        events.insert(int(rng.integers(len(events) + 1)), d)
+    return events
 
 
 def _layout(rng: np.random.Generator, events: list[Event], cfg: ToyConfig):
@@ -197,13 +205,14 @@ def caption_for(events: list[Event], which: list[int], rng: np.random.Generator)
 
 
 def _captions(rng: np.random.Generator, v: ToyVideo, cfg: ToyConfig) -> None:
-    k = len(v.events)
+    real = [i for i, e in enumerate(v.events) if not e.decoy]   # decoys are never described
+    k = len(real)
     if v.split == "train":  # distinct subsets of one or two events
-        options = [[i] for i in range(k)] + [[i, j] for i in range(k) for j in range(i + 1, k)]
+        options = [[real[i]] for i in range(k)] + [[real[i], real[j]] for i in range(k) for j in range(i + 1, k)]
         pick = rng.choice(len(options), size=min(cfg.captions_per_video, len(options)), replace=False)
         choices = [options[int(i)] for i in pick]
     else:
-        choices = [sorted(rng.choice(k, size=min(cfg.query_events, k), replace=False).tolist())]
+        choices = [sorted(real[i] for i in rng.choice(k, size=min(cfg.query_events, k), replace=False).tolist())]
     for which in choices:
         frames = [f for i in which for f in range(v.events[i].start, v.events[i].end)]
         v.captions.append({"caption": caption_for(v.events, which, rng), "events": which, "frames": frames})
@@ -219,8 +228,10 @@ def plan_world(cfg: ToyConfig) -> list[ToyVideo]:
             events = _random_events(rng, cfg)
             group = [events]
             if rng.random() < cfg.sibling_frac and i + 1 < n:
-                perm = np.roll(np.arange(len(events)), 1)
-                group.append([Event(events[p].colour, e.shape, e.motion) for p, e in zip(perm, events)])
+                real = [i for i, e in enumerate(events) if not e.decoy]   # colours rotate among the real events
+                colour = {i: events[j].colour for i, j in zip(real, np.roll(real, 1))}
+                group.append([Event(colour.get(i, e.colour), e.shape, e.motion, decoy=e.decoy)
+                              for i, e in enumerate(events)])
             names = [f"videos/{split}_{i + j:05d}.mp4" for j in range(len(group))]
             for j, evs in enumerate(group):
                 num, fillers = _layout(rng, evs, cfg)
@@ -335,8 +346,8 @@ def caption_frames(truth: dict[str, dict]) -> dict[tuple[str, str], list[int]]:
 
 
 def event_frames(record: dict) -> list[int]:
-    """Native frames of a clip that show any event (what any caption could describe)."""
-    return [f for e in record["events"] for f in range(e["start"], e["end"])]
+    """Native frames of a clip that show any real event (what any caption could describe; not decoys)."""
+    return [f for e in record["events"] if not e.get("decoy") for f in range(e["start"], e["end"])]
 
 
 def main(argv=None) -> None:

@@ -55,6 +55,7 @@ class TrainConfig:
     temporal_lr_mult: float = 0.1       # the temporal module (CLIP blocks) at lr * this: 1e-3 (measured best, FAITHFULNESS.md)
     afa_lr_mult: float = 1.0            # AFA at lr * this: 1e-2, 10x the temporal module, as the official AFA is 10x
                                         # the new modules (at 1e-1 weight decay flattens its scores: FAITHFULNESS.md)
+    query_lr_mult: float = 1.0          # the query block (query.py), where a model has one
     weight_decay: float = 0.2
     warmup: float = 0.1                 # share of all steps spent warming the lr up linearly
     seed: int = 0
@@ -147,7 +148,9 @@ def evaluate_student(student: Student, fs: FeatureSet) -> tuple[dict, torch.Tens
     """(retrieval metrics, logits [Nq, Nv], AFA weights [Nv, T] or None) on one split."""
     was = student.training
     student.eval()
-    sim, w = student.similarity(fs.texts.sentence, fs.videos.frames, fs.videos.mask)
+    words = (fs.texts.words, fs.texts.word_mask) if student.needs_words else (None, None)
+    sim, w = student.similarity(fs.texts.sentence, fs.videos.frames, fs.videos.mask, words=words[0],
+                                word_mask=words[1])
     student.train(was)
     return retrieval_metrics(sim, fs.texts.video), sim, w
 
@@ -163,7 +166,7 @@ def evaluate_teacher(teacher: Teacher, fs: FeatureSet) -> tuple[dict, torch.Tens
 def _param_groups(model: torch.nn.Module, cfg: TrainConfig):
     """Weight decay on matrices (not on biases, LayerNorms or the logit scale); AFA and the temporal
     module at their own learning rates."""
-    mult = {"afa": cfg.afa_lr_mult, "temporal": cfg.temporal_lr_mult}
+    mult = {"afa": cfg.afa_lr_mult, "temporal": cfg.temporal_lr_mult, "query": cfg.query_lr_mult}
     groups: dict[tuple[float, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -315,7 +318,8 @@ def train_student(cfg: TrainConfig, features_train: FeatureSet, features_val: Fe
 
     def step_loss(rows):
         frames, mask, _ = train.video_args(rows)
-        logits, scores = model(train.sentence[rows], frames, mask)
+        text = train.text_args(rows) if model.needs_words else (train.sentence[rows], None, None)
+        logits, scores = model(text[0], frames, mask, text[1], text[2])
         t_logits = [teacher_logits(i, t, rows) for i, t in enumerate(teachers)] if use_coarse else []
         t_rel = [r[rows] for r in relevance] if use_fine else []
         return teaching_loss(logits.float(), None if scores is None else scores.float(), mask, t_logits, t_rel,
