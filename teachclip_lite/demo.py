@@ -631,7 +631,8 @@ class SearchEngine:
         encode_ms = 1e3 * (time.perf_counter() - t0)
         with torch.no_grad():
             t0 = time.perf_counter()
-            q = self.student.encode_text(sentence.to(_device(self.student)))
+            dev = _device(self.student)
+            q = self.student.encode_text(sentence.to(dev), words.to(dev), wmask.to(dev))
             scores, rows = self.index.search(q.float().cpu().numpy(), k)
             student_ms = 1e3 * (time.perf_counter() - t0)
             t0 = time.perf_counter()

@@ -62,7 +62,8 @@ class StudentConfig:
     afa_temperature: float = 0.1        # softmax temperature of the AFA weights used for aggregation
     afa_hidden: int = 0                 # AFA score MLP width (0: dim)
     adapter: str = "mlp"                # residual heads on frames and text: "none" | "linear" | "mlp" (zero-init)
-    query: str = "sentence"             # the query side (query.py): "sentence" | "words" (a trainable block over tokens)
+    query: str = "words"                # the query side (query.py): "words" (a trainable block over the caption's
+                                        # tokens, the stand-in for fine-tuning CLIP's text encoder) | "sentence"
     logit_scale: float = 100.0          # initial score scale (CLIP's exp(logit_scale))
     learn_logit_scale: bool = True
 

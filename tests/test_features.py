@@ -78,6 +78,7 @@ def test_killed_build_resumes_to_the_same_result(tiny_toy, tmp_path):
     p.wait()
     done = list(cache.rglob("videos-*.safetensors"))
     assert 1 <= len(done) < 6
+    torch.set_num_threads(1)   # as the killed writer: encoding with another thread count may round differently
     resumed = _build(root, cache)
     assert not [*cache.rglob(".*.tmp"), *cache.rglob(".tmp-*")]   # no temp file of any writer is left
     _same(resumed, _build(root, tmp_path / "clean"))

@@ -35,7 +35,7 @@ def test_student_one_normalised_vector_and_padding_is_ignored(kind):
     out2, _ = s.encode_video(frames2, v.mask)
     assert torch.allclose(out, out2, atol=1e-5)
     assert (w is None) == (kind not in ("afa", "seqTransf_afa"))
-    t = s.encode_text(torch.randn(3, D))
+    t = s.encode_text(torch.randn(3, D), torch.randn(3, L, D), torch.ones(3, L, dtype=torch.bool))
     assert torch.allclose(t.norm(dim=-1), torch.ones(3), atol=1e-5)
 
 
