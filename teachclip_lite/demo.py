@@ -412,7 +412,8 @@ def batch_similarities(results, features, rows: list[int], models, seed: int = 0
         m = results.models[(name, seed)]
         if isinstance(m, Student):
             m.eval()
-            out[name] = m.similarity(texts.sentence, videos.frames, videos.mask)[0].numpy()
+            out[name] = m.similarity(texts.sentence, videos.frames, videos.mask, words=texts.words,
+                                     word_mask=texts.word_mask)[0].numpy()
         else:
             out[name] = m.similarity(texts, videos).numpy()
     return out
