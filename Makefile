@@ -26,7 +26,7 @@ toy-clip: $(TOY)
 # PROFILE=test runs the lessons with the small test parameters (a few minutes) instead of the demo ones.
 PROFILE ?= demo
 demo: $(TOY)
-	$(PY) -m teachclip_lite.demo --out $(RUN) --profile $(PROFILE)
+	$(PY) -m teachclip_lite.runner --out $(RUN) --profile $(PROFILE)
 
 test: $(TOY) chromium
 	$(PY) -m pytest -q

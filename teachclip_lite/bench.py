@@ -49,6 +49,7 @@ import torch
 
 from .index import FaissIndex, Index, faiss_available, single_threaded
 from .paths import write_atomic
+from .search import teacher_search
 
 TEACHER_NAMES = ("xpool", "xclip", "ts2net")
 PAPER = {"dim": 512, "frames": 12, "tokens": 50, "words": 32, "backbone": "ViT-B-32"}
@@ -165,16 +166,6 @@ def _stored_videos(teacher, n: int, dim: int, frames: int, tokens: int, seed: in
     one = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     reps = -(-n // len(one["mask"]))
     return {k: v.repeat(reps, *([1] * (v.ndim - 1)))[:n].contiguous() for k, v in one.items()}
-
-
-@torch.no_grad()
-def teacher_search(teacher, text: tuple, stored: dict, k: int, chunk: int = 1024):
-    """One query's top-k for a teacher: text side once, pair scores chunk by chunk (bounded memory)."""
-    t = teacher.encode_texts(*text)
-    n = len(stored["mask"])
-    scores = torch.cat([teacher.pair_sims(t, {key: v[s:s + chunk] for key, v in stored.items()})
-                        for s in range(0, n, chunk)], 1)
-    return scores.topk(min(k, n), dim=1)
 
 
 def teacher_pair_flops(name: str, dim: int, frames: int, tokens: int, words: int, videos: int = 8) -> int:
@@ -393,6 +384,10 @@ def quality(cfg: BenchConfig, log=print) -> tuple[dict, dict]:
         except ImportError as e:
             raise RuntimeError(f"bench quality needs teachclip_lite.features.toy_features ({e})") from None
         features, truth = toy_features(), None
+        if exp.out_dir is None and not cfg.quick:   # the lessons load these models instead of training them again
+            from .experiments import models_dir
+            exp = replace(exp, out_dir=str(models_dir(exp, features)))
+            log(f"checkpoints in {exp.out_dir}")
     results = run_experiments(exp, features, truth=truth)
     log(results.markdown())
     return results.summary(), dict(results.uniform)

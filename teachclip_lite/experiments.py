@@ -21,7 +21,7 @@ budget or from one model overfitting longer than another. The budget is long
 enough for the InfoNCE-only students to converge (their validation R@1 plateaus
 after ~30 of the 60 epochs): with a short budget teaching mostly buys faster
 convergence, which is a different claim. Teachers have their own budget
-(`teacher_train`, 6 epochs: they plateau early). Teachers are trained
+(`teacher_train`, 20 epochs at 3e-3). Teachers are trained
 once per seed and reused by every teachclip_* student of that seed; the students
 of a seed share the teachers' outputs on the training set. Seeds run in
 `workers` processes (one thread each; the table does not depend on it).
@@ -34,6 +34,7 @@ and for trying the pipeline without the toy CLIP.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -46,7 +47,7 @@ import torch
 
 from .features import FeatureSet, TextFeatures, VideoFeatures
 from .metrics import attention_hit, attention_hit_any
-from .paths import write_atomic
+from .paths import RUNS_DIR, write_atomic
 from .student import StudentConfig
 from .teachers import DEFAULT_TEACHERS, TEACHERS, EnsembleTeacher
 from .train import TrainConfig, evaluate_student, evaluate_teacher, train_student, train_teacher
@@ -87,6 +88,20 @@ class ExperimentConfig:
         kw.setdefault("train", TrainConfig(epochs=2, batch_size=64))
         kw.setdefault("teacher_train", TrainConfig.for_teachers(epochs=1, batch_size=64))
         return cls(**kw)
+
+
+# What a checkpoint depends on: the data and these settings. Seeds and models name files inside the folder;
+# the evaluation split, the truth and the worker count change no weight.
+_TRAINING_KEYS = ("train", "teacher_train", "student", "teachers", "query")
+
+
+def models_dir(cfg: ExperimentConfig, features: FeatureSet, root: str | os.PathLike | None = None) -> Path:
+    """The checkpoint folder of one dataset and one set of training settings (default under runs/models):
+    `make bench` and the lessons that ask for the same models at the same settings share (resume) them
+    instead of training twice; a changed setting gets a fresh folder."""
+    settings = {k: v for k, v in asdict(cfg).items() if k in _TRAINING_KEYS}
+    key = json.dumps([features.key, _jsonable(settings)], sort_keys=True)
+    return Path(root or RUNS_DIR / "models") / hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -313,6 +328,55 @@ def _jsonable(x):
 
 
 # ------------------------------------------------------------------ a stand-in world
+
+# ---------------------------------------------------------------------- the choice of teaching loss
+
+LOSS_CHOICES = {"coarse": ("pearson", "ce", "l1"), "fine": ("ce", "pearson", "l1")}
+
+
+def loss_choice(results: Results, features: FeatureSet, cfg: ExperimentConfig, seed: int = 0,
+                choices: dict = LOSS_CHOICES, progress: bool = True) -> list[dict]:
+    """TeachCLIP students trained with each coarse loss (fine fixed at "ce") and each fine loss (coarse fixed
+    at "pearson"), by `results`' teachers of `seed`, with the ablation's budget and batches, each with its
+    official recipe weights (losses.recipe_weights: 1 / 10 / 1 for coarse "ce", else 0.2 / 1 / 2). The
+    default pair is the ablation's own `teachclip` model, not trained again; the others train in
+    `cfg.workers` processes and keep their checkpoints beside the ablation's (a rerun loads them)."""
+    variants = [(channel, loss) for channel, options in choices.items() for loss in options]
+    pairs = {v: (v[1], "ce") if v[0] == "coarse" else ("pearson", v[1]) for v in variants}
+    todo = [v for v in variants if not (pairs[v] == ("pearson", "ce") and ("teachclip", seed) in results.models)]
+    teachers = [results.models[(f"teacher_{t}", seed)] for t in cfg.teachers]
+    global _SHARED
+    _SHARED = (cfg, features, teachers, seed)
+    workers = max(1, min(cfg.workers, len(todo)))
+    if torch.cuda.is_available() or "fork" not in get_all_start_methods():
+        workers = 1
+    if workers == 1:
+        trained = [_loss_variant(pairs[v], progress) for v in todo]
+    else:
+        with get_context("fork").Pool(workers) as pool:
+            trained = pool.starmap(_loss_variant, [(pairs[v], False) for v in todo])
+    _SHARED = None
+    models = dict(zip(todo, trained))
+    eval_fs = features.split(cfg.eval_split)
+    out = []
+    for v in variants:
+        model = models.get(v) or results.models[("teachclip", seed)]
+        metrics = evaluate_student(model, eval_fs)[0]
+        out.append({"channel": v[0], "loss": v[1], **{k: metrics[k] for k in ("t2v_r1", "t2v_r5", "t2v_r10", "sumr")}})
+    return out
+
+
+def _loss_variant(pair: tuple[str, str], progress: bool):
+    cfg, features, teachers, seed = _SHARED
+    train_fs, val_fs = features.split("train"), features.split("val")
+    dim, frames = train_fs.videos.frames.shape[-1], train_fs.videos.frames.shape[1]
+    tcfg = replace(cfg.train, seed=seed, coarse_loss=pair[0], fine_loss=pair[1], weights=None)  # its recipe
+    scfg = _student_spec("teachclip", cfg, dim, frames, features.logit_scale)[0]
+    out = Path(cfg.out_dir) / f"seed{seed}" / f"loss_{pair[0]}_{pair[1]}" if cfg.out_dir else None
+    model, _ = train_student(tcfg, train_fs, val_fs, teachers, scfg, out_dir=out, progress=progress,
+                             desc=f"coarse {pair[0]} / fine {pair[1]}")
+    return model
+
 
 def synthetic_features(n_train: int = 200, n_val: int = 40, n_test: int = 60, dim: int = 32,
                        num_frames: int = 12, patches: int = 4, seed: int = 0,

@@ -105,17 +105,18 @@ def _hold_out_val(fs, fraction: float, seed: int) -> None:
                       for v, s in zip(fs.texts.video.tolist(), fs.texts.split)]
 
 
-def _save_model(src: Path, dst: Path, backbone_meta: dict, frames: int) -> None:
+def _save_model(src: Path, dst: Path, backbone_meta: dict, frames: int, name: str) -> None:
     import torch
 
     blob = torch.load(src, map_location="cpu", weights_only=True)
-    blob["teachclip_lite"] = {"backbone": backbone_meta, "frames": frames}
+    blob["teachclip_lite"] = {"backbone": backbone_meta, "frames": frames, "model": name}
     with atomic_open(dst) as f:
         torch.save(blob, f)
 
 
-def run_train(config_path: str | os.PathLike) -> Path:
-    """Teachers, then the student(s), on the dataset a YAML config names; returns OUT/model.pt."""
+def run_train(config_path: str | os.PathLike, echo: bool = True) -> Path:
+    """Teachers, then the student(s), on the dataset a YAML config names; returns OUT/model.pt (its metrics
+    table in OUT/metrics.md; `echo`: also printed, as the CLI does)."""
     from dataclasses import fields
 
     from .backbone import BackboneConfig, load_backbone
@@ -184,17 +185,20 @@ def run_train(config_path: str | os.PathLike) -> Path:
     write_atomic(out / "metrics.md", (f"split: {eval_split}\n\n{table}\n").encode())
     final = "teachclip" if "teachclip" in students else students[-1]
     model = out / "model.pt"
-    _save_model(out / f"seed{seed}" / final / "best.pt", model, meta, frames)
-    print(f"text-to-video retrieval on the {eval_split} split ({len(fs.split(eval_split).texts)} queries):")
-    print(table)
-    print(f"model ({final}): {model}")
-    print(f"search your videos with it: {PROG} index VIDEO_DIR --out INDEX_DIR --model {model}")
+    _save_model(out / f"seed{seed}" / final / "best.pt", model, meta, frames, final)
+    if echo:
+        print(f"text-to-video retrieval on the {eval_split} split ({len(fs.split(eval_split).texts)} queries):")
+        print(table)
+        print(f"model ({final}): {model}")
+        print(f"search your videos with it: {PROG} index VIDEO_DIR --out INDEX_DIR --model {model}")
     return model
 
 
-def run_eval(model: str | os.PathLike, data: str | os.PathLike) -> dict:
+def run_eval(model: str | os.PathLike, data: str | os.PathLike, echo: bool = True) -> dict:
     """The student's retrieval metrics on a dataset (its test split, else every caption), beside
-    the backbone's zero-shot mean pooling (CLIP4Clip meanP without training) for reference."""
+    the backbone's zero-shot mean pooling (CLIP4Clip meanP without training) for reference:
+    {student, zero_shot_meanP, split, name (the trained model's name), table (Markdown; `echo`: printed)}."""
+    import torch
     import torch.nn.functional as F
 
     from .backbone import BackboneConfig, load_backbone, resolve_weights
@@ -217,10 +221,14 @@ def run_eval(model: str | os.PathLike, data: str | os.PathLike) -> dict:
     zero = retrieval_metrics(F.normalize(part.texts.sentence, dim=-1) @ v.T, part.texts.video)
     cols = [("t2v_r1", "R@1"), ("t2v_r5", "R@5"), ("t2v_r10", "R@10"), ("t2v_mdr", "MdR"), ("t2v_mnr", "MnR"),
             ("sumr", "SumR"), ("v2t_r1", "v2t R@1")]
-    print(f"text-to-video retrieval, {len(part.texts)} queries over {len(part.videos)} videos "
-          f"({split or 'all'} split of {data}):")
-    print("| model | " + " | ".join(c for _, c in cols) + " |")
-    print("|---" * (len(cols) + 1) + "|")
-    for name, m in ((f"student ({student.cfg.kind})", metrics), ("backbone meanP, zero-shot", zero)):
-        print(f"| {name} | " + " | ".join(f"{m[k]:.1f}" for k, _ in cols) + " |")
-    return {"student": metrics, "zero_shot_meanP": zero, "split": split or "all"}
+    name = (torch.load(model, map_location="cpu", weights_only=True).get("teachclip_lite") or {}).get("model") \
+        or student.cfg.kind
+    lines = ["| model | " + " | ".join(c for _, c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    lines += [f"| {n} | " + " | ".join(f"{m[k]:.1f}" for k, _ in cols) + " |"
+              for n, m in ((name, metrics), ("backbone meanP, zero-shot", zero))]
+    if echo:
+        print(f"text-to-video retrieval, {len(part.texts)} queries over {len(part.videos)} videos "
+              f"({split or 'all'} split of {data}):")
+        print("\n".join(lines))
+    return {"student": metrics, "zero_shot_meanP": zero, "split": split or "all", "name": name,
+            "table": "\n".join(lines)}

@@ -7,7 +7,7 @@ travel as small PNG / GIF images inside the figure or the HTML, never as nested
 lists of pixel values, so an executed notebook stays a few megabytes.
 
 Nothing here trains or scores: the numbers come from the library (experiments,
-teachers, metrics, bench) and from the helpers in `demo.py`; this file only draws.
+teachers, metrics, bench) and from the lessons' helpers (lessons.py); this file only draws.
 """
 from __future__ import annotations
 
@@ -50,8 +50,25 @@ def setup() -> None:
     """Figures for JupyterLab (plotly's mimetype) and for exported HTML (plotly.js embedded once)."""
     import plotly.io as pio
 
-    pio.templates.default = "plotly"
+    # the toolbar stands upright at the right edge, where it covers no title; titles start at the left
+    pio.templates["teachclip"] = go.layout.Template(layout=dict(modebar=dict(orientation="v"),
+                                                                title=dict(x=0.01, xanchor="left")))
+    pio.templates.default = "plotly+teachclip"
     pio.renderers.default = "plotly_mimetype+notebook"
+
+
+def _label(v: float) -> str:
+    return f"{v:.1f}" if abs(v) > 2 else f"{v:.3f}"
+
+
+def _labels_above(fig: go.Figure, x: list, y: list, err: list, **where) -> float:
+    """Value labels above the error bars (a label at the bar's top would be struck through by its cap);
+    returns the height the axis must reach to show them."""
+    top = 0.0
+    for xi, yi, ei in zip(x, y, err):
+        fig.add_annotation(x=xi, y=yi + (ei or 0), text=_label(yi), showarrow=False, yshift=9, **where)
+        top = max(top, yi + (ei or 0))
+    return top * 1.12 if top > 0 else 1.0
 
 
 def colour(name: str, i: int = 0) -> str:
@@ -297,8 +314,8 @@ def ablation_bars(summary: dict, metric: str = "t2v_r1", models: list[str] | Non
     err = [summary[m]["std"][metric] for m in models]
     seeds = {summary[m]["seeds"] for m in models}
     fig = go.Figure(go.Bar(x=models, y=y, error_y=dict(type="data", array=err, visible=True),
-                           marker_color=[colour(m) for m in models], text=[f"{v:.1f}" if v > 2 else f"{v:.3f}" for v in y],
-                           textposition="outside", hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+                           marker_color=[colour(m) for m in models], hovertemplate="%{x}: %{y:.3f}<extra></extra>"))
+    fig.update_yaxes(range=[0, max(_labels_above(fig, models, y, err), reference or 0)])
     if reference is not None:
         fig.add_hline(y=reference, line_dash="dot", annotation_text="uniform weights", annotation_position="top left")
     n = f"{min(seeds)} seed" + ("s" if max(seeds) > 1 else "") if seeds else ""
@@ -330,7 +347,7 @@ def learning_curves(histories: dict, models: list[str] | None = None, seed: int 
                                      hovertemplate=f"{name} epoch %{{x}}: %{{y:.3f}}<extra></extra>"),
                           row=j // cols + 1, col=j % cols + 1)
             shown.add(name)
-    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_xaxes(title_text="epoch", nticks=7, tickformat="d")   # a label per epoch smears at 60 epochs
     fig.update_layout(width=WIDTH, height=300 * rows + 60, margin=dict(t=60),
                       title="Learning curves (training losses are epoch means; val R@1 after each epoch)")
     return fig
@@ -357,10 +374,11 @@ def paper_vs_ours(summary: dict, ours: dict[str, str] | None = None, metric: str
                          text=[f"{PAPER_MSRVTT[n][metric]:.1f}" for n in names], textposition="outside",
                          showlegend=False), row=1, col=1)
     mine = [m for m in ours.values() if m in summary and summary[m].get(metric) is not None]
-    fig.add_trace(go.Bar(x=mine, y=[summary[m][metric] for m in mine],
-                         error_y=dict(type="data", array=[summary[m]["std"][metric] for m in mine]),
-                         marker_color=[colour(m) for m in mine], text=[f"{summary[m][metric]:.1f}" for m in mine],
-                         textposition="outside", showlegend=False), row=1, col=2)
+    err = [summary[m]["std"][metric] for m in mine]
+    fig.add_trace(go.Bar(x=mine, y=[summary[m][metric] for m in mine], error_y=dict(type="data", array=err),
+                         marker_color=[colour(m) for m in mine], showlegend=False), row=1, col=2)
+    top = _labels_above(fig, mine, [summary[m][metric] for m in mine], err, xref="x2", yref="y2")
+    fig.update_yaxes(range=[0, top], row=1, col=2)
     fig.update_yaxes(title_text=LABELS.get(metric, metric), row=1, col=1)
     fig.update_layout(width=WIDTH, height=420, title=f"{LABELS.get(metric, metric)}: the paper and the toy world")
     return fig
@@ -388,10 +406,11 @@ def cost_figure(efficiency: dict, flops: dict, storage: dict, title: str | None 
     snames = [n for n in storage if n != "student_float16"]
     fig.add_trace(go.Bar(x=snames, y=[storage[n] for n in snames], marker_color=[colour(n) for n in snames],
                          showlegend=False, hovertemplate="%{x}: %{y} bytes<extra></extra>"), row=1, col=3)
-    fig.update_xaxes(type="log", title_text="videos in the corpus (open markers: extrapolated)", row=1, col=1)
-    fig.update_yaxes(type="log", row=1, col=1, title_text="ms per query")
-    fig.update_yaxes(type="log", row=1, col=2)
-    fig.update_yaxes(type="log", row=1, col=3)
+    decades = dict(type="log", dtick=1, exponentformat="power")   # one tick per power of ten
+    fig.update_xaxes(title_text="videos in the corpus (open markers: extrapolated)", row=1, col=1, **decades)
+    fig.update_yaxes(row=1, col=1, title_text="ms per query", **decades)
+    fig.update_yaxes(row=1, col=2, **decades)
+    fig.update_yaxes(row=1, col=3, **decades)
     fig.update_layout(width=WIDTH, height=430, title=title, legend=dict(orientation="h", y=-0.3))
     return fig
 

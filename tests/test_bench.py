@@ -10,6 +10,7 @@ import torch
 from teachclip_lite import bench
 from teachclip_lite.experiments import ALL_MODELS, METRICS
 from teachclip_lite.features import TextFeatures, VideoFeatures
+from teachclip_lite.search import teacher_search
 from teachclip_lite.teachers import build_teacher
 
 AFA_MODELS = {"afa", "afa_nce02", "seqTransf_afa", "teachclip_coarse", "teachclip_fine", "teachclip"}
@@ -95,7 +96,7 @@ def test_teacher_search_ranks_like_the_teachers_own_similarity():
             stored = teacher.encode_videos(videos.frames, videos.mask, videos.patches)
         for i in range(2):
             text = (texts.sentence[i:i + 1], texts.words[i:i + 1], texts.word_mask[i:i + 1])
-            scores, rows = bench.teacher_search(teacher, text, stored, k=5, chunk=7)
+            scores, rows = teacher_search(teacher, text, stored, k=5, chunk=7)
             assert torch.equal(rows[0], ref[i].topk(5).indices), name
             torch.testing.assert_close(scores[0] * teacher.logit_scale.detach(), ref[i].topk(5).values,
                                        atol=1e-4, rtol=1e-4)

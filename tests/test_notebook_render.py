@@ -1,6 +1,6 @@
 """An executed lesson, read as a reader reads it: exported to HTML and drawn by headless Chromium.
 
-The check fails when the page shows no figure: `demo.figure_check` screenshots the page and a copy in
+The check fails when the page shows no figure: `runner.figure_check` screenshots the page and a copy in
 which no plotly figure is drawn, and counts the pixels plotly drew. A page without plotly.js must fail it.
 Needs Chromium (Debian: `apt-get install chromium`; `make test` installs it where apt-get works);
 without it these tests are skipped. Set TEACHCLIP_RENDER_DIR to keep the screenshots.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from teachclip_lite import demo
+from teachclip_lite import runner
 from teachclip_lite.paths import TOY_DIR
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
@@ -21,7 +21,7 @@ MIN_DRAWN = 20_000   # pixels; one small chart draws well over 100 000
 
 @pytest.fixture(scope="module")
 def browser():
-    path = demo.find_chromium()
+    path = runner.find_chromium()
     if path is None:
         pytest.skip("chromium not installed: `apt-get install chromium` (Debian) to run the render check")
     if not (TOY_DIR / ".complete").exists():
@@ -41,14 +41,14 @@ def _executed_html(name, tmp_path_factory):
     from teachclip_lite.features import toy_features
 
     toy_features(progress=False)
-    r = demo.executed(name, tmp_path_factory.getbasetemp() / "lessons", "test")
-    return demo.export_html(r["path"])
+    r = runner.executed(name, tmp_path_factory.getbasetemp() / "lessons", "test")
+    return runner.export_html(r["path"])
 
 
 @pytest.mark.parametrize("name", RENDERED)
 def test_executed_lesson_shows_its_figures(name, browser, tmp_path_factory, tmp_path):
     html = _executed_html(name, tmp_path_factory)
-    check = demo.figure_check(html, tmp_path, height=12_000)
+    check = runner.figure_check(html, tmp_path, height=12_000)
     _keep([check["screenshot"]], name)
     assert check["plotly_js_embedded"], "plotly.js is not in the page: figures cannot draw offline"
     assert check["figures_in_html"] >= 3
@@ -63,7 +63,7 @@ def test_check_fails_without_plotly_js(browser, tmp_path_factory, tmp_path):
     start, end = text.rindex("<script", 0, at), text.index("</script>", at) + len("</script>")
     broken = tmp_path / "no-plotly.html"
     broken.write_text(text[:start] + text[end:], encoding="utf-8")
-    check = demo.figure_check(broken, tmp_path, height=6_000)
+    check = runner.figure_check(broken, tmp_path, height=6_000)
     _keep([check["screenshot"]], "no-plotly")
     assert check["figures_in_html"] >= 3 and not check["plotly_js_embedded"]
     assert check["drawn_pixels"] < MIN_DRAWN
