@@ -36,12 +36,14 @@ test: $(TOY) chromium
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	 { if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	     echo "installing Chromium with apt-get for the notebook render test (once; about 100 Debian packages)"; \
 	     apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null) \
 	     || echo "chromium not installed: the render test will skip"; \
 	   else echo "chromium missing (no apt-get or not root): the render test will skip"; fi; }
 
+# as root (containers), Jupyter refuses to start without --allow-root
 lab: $(TOY)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 bench: $(TOY)
 	$(PY) -m teachclip_lite.bench --out runs/bench.json

@@ -37,6 +37,17 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see `{self.prog} --help`)", code=2)
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number >= 1 (`--frames 0` is refused, not silently taken as the default)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -50,20 +61,23 @@ def _parser() -> argparse.ArgumentParser:
     pi = sub.add_parser("index", parents=[common], help="embed every video under a folder into a search index",
                         description="Embed every video file under VIDEO_DIR (any depth) into INDEX_DIR. Re-running "
                                     "embeds only new or changed files; an interrupted run resumes.")
-    pi.add_argument("video_dir", metavar="VIDEO_DIR")
+    pi.add_argument("video_dir", metavar="VIDEO_DIR", help="folder of video files (searched at any depth)")
     pi.add_argument("--out", required=True, metavar="INDEX_DIR", help="index folder (created if needed)")
     pi.add_argument("--toy", action="store_true", help="the kit's toy backbone (offline, for the toy world)")
     pi.add_argument("--backbone", metavar="NAME", help="open_clip model name (default ViT-B-32)")
     pi.add_argument("--pretrained", metavar="TAG_OR_PATH", help="open_clip weights tag or a checkpoint file "
                                                                   "(default: openai)")
     pi.add_argument("--model", metavar="CHECKPOINT", help="a trained TeachCLIP student (OUT/model.pt of `train`)")
-    pi.add_argument("--frames", type=int, metavar="N", help="frames sampled per video (default 12, or the model's)")
+    pi.add_argument("--frames", type=_positive, metavar="N", help="frames sampled per video (default 12, or the model's)")
     pi.set_defaults(func=_cmd_index)
 
-    ps = sub.add_parser("search", parents=[common], help="rank the indexed videos for a text query")
-    ps.add_argument("index_dir", metavar="INDEX_DIR")
-    ps.add_argument("query", metavar="QUERY")
-    ps.add_argument("-k", type=int, default=5, help="how many results (default 5)")
+    ps = sub.add_parser("search", parents=[common], help="rank the indexed videos for a text query",
+                        description="Rank the videos of INDEX_DIR for QUERY with the encoder the index was built "
+                                    "with; prints rank, score and video path, best first. Works while `index` "
+                                    "is still running (it reads the last complete version).")
+    ps.add_argument("index_dir", metavar="INDEX_DIR", help="an index folder written by `index`")
+    ps.add_argument("query", metavar="QUERY", help="what you are looking for, in words (quote it)")
+    ps.add_argument("-k", type=_positive, default=5, help="how many results (default 5)")
     ps.add_argument("--json", action="store_true", help='print a JSON list of {"rank", "score", "video"}')
     ps.set_defaults(func=_cmd_search)
 
@@ -77,13 +91,19 @@ def _parser() -> argparse.ArgumentParser:
                             f"  {k + ':':<14}{v}" for k, v in TRAIN_KEYS.items()) +
                         "\n\nexample:\n  data: my_videos\n  out: runs/poc\n  backbone: ViT-B-32\n"
                         "  pretrained: openai\n  train: {epochs: 10, batch_size: 120}")
-    pt.add_argument("--config", required=True, metavar="CONFIG.yaml")
+    pt.add_argument("--config", required=True, metavar="CONFIG.yaml",
+                    help="the settings below, as YAML (data/poc.yaml is an example)")
     pt.set_defaults(func=_cmd_train)
 
-    pe = sub.add_parser("eval", parents=[common], help="retrieval metrics of a trained student on a dataset")
-    pe.add_argument("--model", required=True, metavar="CHECKPOINT")
-    pe.add_argument("--data", required=True, metavar="DATASET_DIR")
+    pe = sub.add_parser("eval", parents=[common], help="retrieval metrics of a trained student on a dataset",
+                        description="Text-to-video metrics (R@1/5/10, MdR, MnR, SumR, v2t R@1) of a trained student "
+                                    "on DATASET_DIR's test split (else every caption), beside the backbone's "
+                                    "zero-shot mean pooling.")
+    pe.add_argument("--model", required=True, metavar="CHECKPOINT", help="a student written by `train` (OUT/model.pt)")
+    pe.add_argument("--data", required=True, metavar="DATASET_DIR",
+                    help="videos + captions.csv in the kit's format (data/README.md)")
     pe.set_defaults(func=_cmd_eval)
+    p.commands = sub.choices
     return p
 
 
@@ -169,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             if not debug:
                 warnings.simplefilter("ignore")
-            args = _parser().parse_args(argv)
+            parser = _parser()
+            args, extra = parser.parse_known_args(argv)
+            if extra:   # a wrong option of a subcommand points at that subcommand's help
+                parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
             from .backbone import BackboneError
             from .data import DataError
             from .index import IndexFormatError

@@ -167,7 +167,7 @@ def load_encoder(toy: bool = False, backbone: str | None = None, pretrained: str
         cfg = BackboneConfig("toy")
     else:
         cfg = BackboneConfig(backbone or "ViT-B-32", pretrained)
-    frames = frames or 12
+    frames = 12 if frames is None else int(frames)
     if frames < 1:
         raise UserError(f"--frames must be at least 1 (got {frames})")
     bb = load_backbone(cfg)

@@ -58,7 +58,92 @@ def _read_config(path: Path) -> dict:
         raise UserError(f"{path}: seed and frames must be whole numbers, val_fraction a number") from None
     if not 0 < cfg["val_fraction"] < 1 or cfg["frames"] < 1:
         raise UserError(f"{path}: need 0 < val_fraction < 1 and frames >= 1")
+    _check_settings(path, cfg)
     return cfg
+
+
+# Ranges of the settings a config may change: (lowest, highest), "> 0" where zero is not allowed either.
+# Types are checked against the dataclasses' own annotations.
+RANGES = {"epochs": (1, None), "batch_size": (2, None), "lr": "> 0", "eps": "> 0", "weight_decay": (0, None),
+          "warmup": (0, 1), "threads": (1, None), "grad_clip": (0, None), "temporal_lr_mult": (0, None),
+          "afa_lr_mult": (0, None), "query_lr_mult": (0, None), "layers": (0, None), "heads": (0, None),
+          "afa_temperature": "> 0", "afa_hidden": (0, None), "logit_scale": "> 0", "dim": (1, None),
+          "num_frames": (1, None)}
+
+
+def _check_settings(path: Path, cfg: dict) -> None:
+    """Every value of a config checked by type and range before any work starts; each error names its key."""
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    from .student import StudentConfig
+    from .train import TrainConfig
+
+    for key in ("backbone", "pretrained"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], str):
+            raise UserError(f"{path}: {key}: expected a name or a path, got {cfg[key]!r}")
+    for key in ("models", "teachers"):
+        v = cfg.get(key)
+        if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            raise UserError(f"{path}: {key}: expected a list of names, e.g. [meanP, teachclip]; got {v!r}")
+    for key, klass in (("train", TrainConfig), ("student", StudentConfig)):
+        kw = cfg.get(key)
+        if kw is None:
+            continue
+        if not isinstance(kw, dict):
+            raise UserError(f"{path}: {key}: expected a mapping such as {{epochs: 10}}; got {kw!r}")
+        hints, known = get_type_hints(klass), {f.name for f in fields(klass)}
+        for name, value in kw.items():
+            if name not in known:
+                continue   # reported, with the known names, by run_train
+            if not _fits(value, hints[name]):
+                raise UserError(f"{path}: {key}.{name}: expected {_type_name(hints[name])}, got {value!r}")
+            bound = RANGES.get(name)
+            if bound is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            lo, hi = (0, None) if bound == "> 0" else bound
+            if value < lo or (bound == "> 0" and value == 0) or (hi is not None and value > hi):
+                rule = "> 0" if bound == "> 0" else (f">= {lo}" if hi is None else f"between {lo} and {hi}")
+                raise UserError(f"{path}: {key}.{name}: must be {rule}, got {value!r}")
+
+
+def _fits(value, hint) -> bool:
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+    return True
+
+
+def _type_name(hint) -> str:
+    import typing
+
+    names = {int: "a whole number", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {len(typing.get_args(hint))} numbers"
+    args = typing.get_args(hint)
+    if args:
+        return " or ".join(_type_name(a) for a in args)
+    return names.get(hint, str(hint))
 
 
 def _report_problems(ds, limit: int = 10) -> None:

@@ -39,6 +39,47 @@ def _error_line(err: str) -> str:
     return lines[0]
 
 
+@pytest.mark.parametrize("setting, says", [
+    ('train: {epochs: "ten"}', "train.epochs: expected a whole number, got 'ten'"),
+    ("train: {lr: fast}", "train.lr: expected a number, got 'fast'"),
+    ("train: {batch_size: 0}", "train.batch_size: must be >= 2, got 0"),
+    ("train: {epochs: -1}", "train.epochs: must be >= 1, got -1"),
+    ("train: {lr: 0}", "train.lr: must be > 0, got 0"),
+    ("train: [1, 2]", "train: expected a mapping"),
+    ("train: {weights: [1, 2]}", "train.weights: expected a list of 3 numbers or null"),
+    ("models: meanP", "models: expected a list of names"),
+    ('student: {layers: "x"}', "student.layers: expected a whole number, got 'x'"),
+    ("backbone: [a]", "backbone: expected a name or a path"),
+])
+def test_config_values_are_checked_before_any_work(tmp_path, capsys, setting, says):
+    (tmp_path / "c.yaml").write_text(f"data: no_such_folder\nout: o\n{setting}\n")
+    rc, _, err = run(capsys, "train", "--config", tmp_path / "c.yaml")
+    line = _error_line(err)   # the data folder does not exist: the config error comes first, before any work
+    assert rc == 1 and f"c.yaml: {says}" in line, line
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_example_config_is_valid_and_names_the_toy_world():
+    from teachclip_lite.paths import DATA_DIR
+    from teachclip_lite.poc import TRAIN_KEYS, _read_config
+
+    cfg = _read_config(DATA_DIR / "poc.yaml")
+    assert set(cfg) <= set(TRAIN_KEYS) and cfg["backbone"] == "toy"
+    assert Path(cfg["data"]) == (DATA_DIR / "toy").resolve() and cfg["models"] == ["meanP", "teachclip"]
+
+
+def test_command_line_papercuts(tmp_path, capsys):
+    rc, _, err = run(capsys, "index", tmp_path, "--out", tmp_path / "i", "--frames", "0", *TOY)
+    assert rc == 2 and "--frames: must be 1 or more, got 0" in _error_line(err)
+    rc, _, err = run(capsys, "search", tmp_path, "q", "--bogus")   # the subcommand's help, not the top level's
+    assert rc == 2 and "unrecognized arguments: --bogus (see `teachclip-lite search --help`)" in _error_line(err)
+    parser = cli._parser()
+    for name, sub in parser.commands.items():
+        assert sub.description, f"{name} has no description"
+        undocumented = [a.dest for a in sub._actions if not a.help]
+        assert not undocumented, f"{name}: options without help: {undocumented}"
+
+
 @pytest.fixture(scope="module")
 def messy(tmp_path_factory, tiny_toy, long_clip):  # noqa: F811
     """A folder like a company disk: nested clips, non-ASCII names, and every kind of bad file."""
