@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
                                                                   "(default: openai)")
     pi.add_argument("--model", metavar="CHECKPOINT", help="a trained TeachCLIP student (OUT/model.pt of `train`)")
     pi.add_argument("--frames", type=_positive, metavar="N", help="frames sampled per video (default 12, or the model's)")
+    pi.add_argument("--retry-failed", action="store_true",
+                    help="try again the files that failed in an earlier run, even if they did not change")
+    pi.add_argument("--verify", action="store_true",
+                    help="only check the index at --out against its checksums (every file), then exit")
     pi.set_defaults(func=_cmd_index)
 
     ps = sub.add_parser("search", parents=[common], help="rank the indexed videos for a text query",
@@ -108,6 +112,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_index(a) -> int:
+    if a.verify:
+        from .index import Index
+
+        if not (Path(a.out) / "CURRENT").exists():
+            raise UserError(f"{a.out}: no index here to verify")
+        index = Index.load(a.out, verify=True)
+        print(f"{a.out}: {len(index)} vectors in {index.path.name}; vectors, ids and config are intact")
+        return 0
     if a.model and (a.toy or a.backbone or a.pretrained):
         raise UserError("--model brings its own backbone; give --model alone, or --toy / --backbone without it",
                        code=2)
@@ -121,12 +133,18 @@ def _cmd_index(a) -> int:
     if not Path(a.video_dir).is_dir():
         raise UserError(f"{a.video_dir}: no such folder (give the folder that holds your videos)")
     encoder = load_encoder(a.toy, a.backbone, a.pretrained, a.model, a.frames)
-    r = build_index(a.video_dir, out, encoder)
+    r = build_index(a.video_dir, out, encoder, retry_failed=a.retry_failed)
     rate = f"{r.embedded / r.seconds:.1f} videos/s, {r.frames / r.seconds:.0f} frames/s" if r.embedded else ""
-    if r.indexed == 0:
-        first = r.errors[0] if r.errors else {"video": "?", "reason": "?"}
-        raise UserError(f"no video could be indexed: {r.failed} file(s) unreadable, e.g. {first['video']}: "
+    if r.broken_links:
+        print(f"{len(r.broken_links)} symbolic link(s) under {a.video_dir} point to nothing (or to themselves) and "
+              f"were skipped, e.g. {shown(r.broken_links[0])}")
+    if r.indexed == 0 and r.failed:
+        first = r.errors[0]
+        raise UserError(f"no video could be indexed: {r.failed} file(s) unreadable, e.g. {shown(first['video'])}: "
                        f"{first['reason']} (all listed in {out / 'errors.jsonl'})")
+    if r.indexed == 0:
+        print(f"no videos under {a.video_dir} any more: {out} is now an empty index (searches return nothing)")
+        return 0
     print(f"indexed {r.indexed} video(s) into {out} ({r.embedded} embedded now"
           f"{', ' + rate if rate else ''}; {r.reused} unchanged) in {r.seconds:.1f} s with {encoder.describe()}")
     if r.failed:
@@ -138,8 +156,18 @@ def _cmd_index(a) -> int:
     return 0
 
 
+def shown(name: str) -> str:
+    """A file name as text: names that are not valid UTF-8 (kept losslessly as surrogate escapes) show their
+    odd bytes as \\xNN, so the output stays valid UTF-8 (and valid JSON)."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def _cmd_search(a) -> int:
-    hits = search_index(a.index_dir, a.query, a.k)
+    hits = [{**h, "video": shown(h["video"])} for h in search_index(a.index_dir, a.query, a.k)]
     if a.json:
         print(json.dumps(hits, ensure_ascii=False))
     else:
@@ -220,8 +248,12 @@ def _explain(e: BaseException) -> tuple[str, int]:
     if isinstance(e, MemoryError):
         return "error: out of memory; use fewer --frames, or a machine with more memory", 1
     if isinstance(e, OSError):
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        return f"error: {where}{one_line(e.strerror or e)} (check the path and its permissions)", 1
+        where = f"{shown(str(e.filename))}: " if getattr(e, "filename", None) else ""
+        import errno
+
+        advice = "free some space, or write elsewhere" if e.errno in (errno.ENOSPC, errno.EDQUOT) else \
+            "check the path and its permissions"
+        return f"error: {where}{one_line(e.strerror or e)} ({advice})", 1
     return (f"error: unexpected {type(e).__name__}: {one_line(e, 300)} (run again with --debug for the "
             "traceback, and report it)"), 1
 

@@ -16,6 +16,11 @@ On disk, INDEX_DIR holds complete versions and a pointer to the live one:
     INDEX_DIR/v000007/vectors.npy     [N, D] float32 or float16
     INDEX_DIR/v000007/ids.json        N strings (e.g. video paths), row order
     INDEX_DIR/v000007/config.json     dim, dtype, count + whatever the caller keeps (backbone, model)
+    INDEX_DIR/v000007/checksums.json  sha256 of the vectors' bytes and of ids.json
+
+A damaged file is an `IndexFormatError` that names it: ids and config are checked on every load, the
+vectors' checksum on load when they are small (`VERIFY_BYTES`) and otherwise by `Index.verify()`
+(`teachclip-lite index --verify`, and every `index` run before it reuses a version).
 
 A save writes the new version into a temporary folder inside INDEX_DIR, fsyncs it,
 renames it to the next version name and then replaces CURRENT with `os.replace`.
@@ -39,6 +44,7 @@ vectors: `FaissIndex(index, "ivf")`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import mmap
 import os
@@ -61,6 +67,7 @@ CONVERT_BYTES = 4 << 20      # float16 corpus: float32 bytes converted per step 
 PARALLEL_BYTES = 32 << 20    # smaller corpora are scanned in the calling thread (a thread hand-off costs more)
 MERGE_EVERY = 64             # chunks whose top-k candidates a worker collects before merging them
 RESIDENT_BYTES = 256 << 20   # a mapped index bigger than this is released chunk by chunk while searched
+VERIFY_BYTES = 32 << 20      # vectors up to this size are checksummed on every load (about 20 ms); bigger: verify()
 _VERSION = re.compile(r"^v(\d{6,})$")
 _TMP_PREFIX = ".tmp-"
 
@@ -259,8 +266,11 @@ class Index:
                 np.save(f, self.vectors)
                 f.flush()
                 os.fsync(f.fileno())
-            _write_synced(tmp / "ids.json", json.dumps(self.ids, ensure_ascii=False))
+            ids_text = json.dumps(self.ids)   # ASCII: ids that are not valid Unicode (file names) survive escaped
+            _write_synced(tmp / "ids.json", ids_text)
             _write_synced(tmp / "config.json", json.dumps(self.config, indent=1, sort_keys=True))
+            _write_synced(tmp / "checksums.json", json.dumps({"vectors": _sha256(self.vectors),
+                                                              "ids": _sha256(ids_text.encode())}))
             fsync_dir(tmp)
             with _writer_lock(root):
                 name = f"v{_last_version(root) + 1:06d}"
@@ -275,14 +285,26 @@ class Index:
             raise
         return root / name
 
+    def verify(self) -> None:
+        """Check the vectors against the checksum saved with them (a no-op for versions saved without one);
+        raises IndexFormatError naming the damaged file."""
+        sums = getattr(self, "_checksums", None)
+        if sums and self.path is not None and sums.get("vectors") != _sha256(self.vectors):
+            raise IndexFormatError(f"{self.path / 'vectors.npy'}: damaged (its checksum does not match "
+                                   "the one saved with it)")
+
     @classmethod
-    def load(cls, directory: str | os.PathLike, mmap: bool = True) -> "Index":
-        """The last complete version in `directory`; vectors memory-mapped unless mmap=False."""
+    def load(cls, directory: str | os.PathLike, mmap: bool = True, verify: bool | None = None) -> "Index":
+        """The last complete version in `directory`; vectors memory-mapped unless mmap=False. The vectors'
+        checksum is verified when `verify`, or by default when they are under VERIFY_BYTES."""
         root = Path(directory)
         for _ in range(10):
             name = current_version(root)
             try:
-                return cls._load_version(root / name, mmap)
+                index = cls._load_version(root / name, mmap)
+                if verify or (verify is None and index.vectors.nbytes <= VERIFY_BYTES):
+                    index.verify()
+                return index
             except FileNotFoundError:
                 if current_version(root) == name:   # not a writer cleaning up under us: really missing
                     raise IndexFormatError(f"{root / name}: incomplete index version (files missing)") from None
@@ -293,7 +315,11 @@ class Index:
         config = _read_json(folder / "config.json")
         if not isinstance(config, dict):
             raise IndexFormatError(f"{folder / 'config.json'}: expected a JSON object")
-        ids = _read_json(folder / "ids.json")
+        ids_path = folder / "ids.json"
+        ids = _read_json(ids_path)
+        sums = _read_json(folder / "checksums.json") if (folder / "checksums.json").exists() else None
+        if sums is not None and sums.get("ids") != _sha256(ids_path.read_bytes()):
+            raise IndexFormatError(f"{ids_path}: damaged (its checksum does not match the one saved with it)")
         path = folder / "vectors.npy"
         if use_mmap:
             mm, offset, vectors = _map_npy(path)
@@ -311,7 +337,7 @@ class Index:
         index.config = {**user, "format": config.get("format", FORMAT), "dim": vectors.shape[1],
                         "dtype": vectors.dtype.name, "count": len(ids)}
         index._map = (mm, offset) if mm is not None else None
-        index.path = folder
+        index.path, index._checksums = folder, sums
         return index
 
 
@@ -370,9 +396,11 @@ def current_version(directory: str | os.PathLike) -> str:
     """Name of the live version folder (what CURRENT points to)."""
     pointer = Path(directory) / "CURRENT"
     try:
-        name = pointer.read_text().strip()
+        name = pointer.read_text(encoding="ascii").strip()
     except FileNotFoundError:
         raise IndexFormatError(f"{pointer}: no index here (no CURRENT file)") from None
+    except UnicodeDecodeError:
+        raise IndexFormatError(f"{pointer}: damaged (not a version name)") from None
     if not _VERSION.match(name):
         raise IndexFormatError(f"{pointer}: does not name an index version ({name[:40]!r})")
     return name
@@ -434,7 +462,16 @@ def _read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise IndexFormatError(f"{path}: not valid JSON (line {e.lineno})") from None
+        raise IndexFormatError(f"{path}: damaged (not valid JSON, line {e.lineno})") from None
+    except UnicodeDecodeError as e:
+        raise IndexFormatError(f"{path}: damaged (not UTF-8 text at byte {e.start})") from None
+
+
+def _sha256(data) -> str:
+    """sha256 of an array's bytes (read straight from the mapping) or of bytes."""
+    if isinstance(data, np.ndarray):
+        data = memoryview(np.ascontiguousarray(data).reshape(-1)).cast("B") if data.size else b""
+    return hashlib.sha256(data).hexdigest()
 
 
 def _map_npy(path: Path) -> tuple[mmap.mmap, int, np.ndarray]:

@@ -244,7 +244,7 @@ def _decode_worker(conn, other, sampling, parent: int, quiet: bool) -> None:
             clip = load_video(path, sampling)
             msg = ("ok", clip.frames.numpy(), clip.mask.numpy())
         except VideoDecodeError as e:
-            msg = ("err", e.reason)
+            msg = ("err", e.reason, e.raw)
         except MemoryError:
             msg = ("err", "out of memory while decoding")
         except Exception as e:  # anything else a strange file provokes
@@ -350,7 +350,7 @@ class Decoder:
                 clip = load_video(p, self.sampling)
                 return ("ok", clip.frames.numpy(), clip.mask.numpy())
             except VideoDecodeError as e:
-                return ("err", e.reason)
+                return ("err", e.reason, e.raw)
             except Exception as e:
                 return ("err", one_line(f"{type(e).__name__}: {e}", 200))
 
@@ -395,7 +395,7 @@ def _commit_batch(jdir: Path, seq: int, encoder_sha: str, entries: list[dict], v
 
     buf = io.BytesIO()
     vec = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
-    meta = json.dumps({"encoder_sha": encoder_sha, "entries": entries}, ensure_ascii=False)
+    meta = json.dumps({"encoder_sha": encoder_sha, "entries": entries})   # ASCII: odd file names stay escaped
     np.savez(buf, vectors=vec, meta=np.array(meta))
     write_atomic(jdir / f"b{seq:08d}.npz", buf.getvalue())
 
@@ -428,6 +428,7 @@ class IndexReport:
     failed: int = 0         # unreadable files (errors.jsonl)
     not_retried: int = 0    # of which unchanged since they failed in an earlier run, so not tried again
     ignored: int = 0        # files under VIDEO_DIR that are not videos (by extension)
+    broken_links: list = field(default_factory=list)   # symlinks to nothing (or to themselves), skipped
     frames: int = 0         # frames decoded in this run
     seconds: float = 0.0
     version: str = ""       # the index version folder now live
@@ -436,12 +437,14 @@ class IndexReport:
 
 def build_index(video_dir: str | os.PathLike, out: str | os.PathLike, encoder: Encoder, progress: bool = True,
                 decoder: Decoder | None = None, commit_videos: int = COMMIT_VIDEOS,
-                commit_seconds: float = COMMIT_SECONDS) -> IndexReport:
-    """Embed every video under `video_dir` into the index at `out` (see the module docstring)."""
+                commit_seconds: float = COMMIT_SECONDS, retry_failed: bool = False) -> IndexReport:
+    """Embed every video under `video_dir` into the index at `out` (see the module docstring). Files that
+    failed before are tried again when they change, when a permission problem is gone, or with
+    `retry_failed`. A damaged index version is reported and rebuilt from the videos."""
     from tqdm.auto import tqdm
 
     from .index import Index, IndexFormatError
-    from .video import VIDEO_EXTENSIONS, SamplingConfig, find_videos
+    from .video import PERMISSION_DENIED, VIDEO_EXTENSIONS, SamplingConfig, find_videos
 
     t0 = time.perf_counter()
     video_dir, out = Path(video_dir), Path(out)
@@ -459,10 +462,10 @@ def build_index(video_dir: str | os.PathLike, out: str | os.PathLike, encoder: E
             known: dict[str, tuple] = {}   # id -> (size, mtime_ns, vector or None, reason or None)
             current = None
             try:
-                current = Index.load(out)
+                current = Index.load(out, verify=True)
             except IndexFormatError as e:
-                if (out / "CURRENT").exists():
-                    raise UserError(f"{e}; delete {out} and index again") from None
+                if (out / "CURRENT").exists():   # damaged: say which file, and rebuild from the videos
+                    warn(f"{e}; rebuilding the index from the videos")
             if current is not None:
                 old = current.config.get("encoder") or {}
                 if current.config.get("kind") != INDEX_FORMAT or not _same_encoder(old, spec):
@@ -472,8 +475,8 @@ def build_index(video_dir: str | os.PathLike, out: str | os.PathLike, encoder: E
                 for row, vid in enumerate(current.ids):
                     size, mtime = files.get(vid, (-1, -1))
                     known[vid] = (size, mtime, row, None)
-                for vid, (size, mtime, reason) in (current.config.get("errors") or {}).items():
-                    known[vid] = (size, mtime, None, reason)
+                for vid, (size, mtime, reason, *raw) in (current.config.get("errors") or {}).items():
+                    known[vid] = (size, mtime, None, reason, *raw)
             jdir = out / JOURNAL
             batches = list(_read_batches(jdir))
             for p, meta, vec in batches:
@@ -482,7 +485,7 @@ def build_index(video_dir: str | os.PathLike, out: str | os.PathLike, encoder: E
                                    f"options to finish it, or a new --out (or delete {out})")
                 for e in meta["entries"]:
                     v = vec[e["row"]] if "row" in e else None
-                    known[e["video"]] = (e["size"], e["mtime_ns"], v, e.get("reason"))
+                    known[e["video"]] = (e["size"], e["mtime_ns"], v, e.get("reason"), e.get("raw", e.get("reason")))
             seq = max((int(p.stem[1:]) for p in jdir.glob("b*.npz") if p.stem[1:].isdigit()), default=0)
 
             # 2. what is on disk now
@@ -490,7 +493,9 @@ def build_index(video_dir: str | os.PathLike, out: str | os.PathLike, encoder: E
             inside = out.resolve()
             report.ignored = sum(1 for p in video_dir.rglob("*") if p.is_file() and not p.name.startswith(".")
                                  and p.suffix.lower() not in VIDEO_EXTENSIONS and inside not in p.resolve().parents)
-            if not names:
+            report.broken_links = sorted(p.relative_to(video_dir).as_posix() for p in video_dir.rglob("*")
+                                         if p.is_symlink() and not p.exists())
+            if not names and current is None and not batches:
                 raise UserError(f"{video_dir}: no video files here or in its subfolders "
                                f"(looked for {', '.join(VIDEO_EXTENSIONS)})")
             sig = {}
@@ -501,7 +506,12 @@ def build_index(video_dir: str | os.PathLike, out: str | os.PathLike, encoder: E
                 except OSError as e:
                     sig[v] = (-1, -1)
                     known[v] = (-1, -1, None, f"cannot read the file ({e.strerror})")
-            todo = [v for v in names if v not in known or known[v][:2] != sig[v]]
+            def retry(v) -> bool:   # a failure worth trying again although the file did not change
+                reason = known[v][3]
+                return reason is not None and (retry_failed or (reason == PERMISSION_DENIED and
+                                                                os.access(video_dir / v, os.R_OK)))
+
+            todo = [v for v in names if v not in known or known[v][:2] != sig[v] or retry(v)]
             todo_set = set(todo)
 
             # 3. embed what is new or changed, committing small batches as we go
@@ -517,8 +527,8 @@ def build_index(video_dir: str | os.PathLike, out: str | os.PathLike, encoder: E
                         seq += 1
                         _commit_batch(jdir, seq, sha, pending, vectors, encoder.backbone.embed_dim)
                         for e in pending:
-                            known[e["video"]] = (e["size"], e["mtime_ns"],
-                                                 vectors[e["row"]] if "row" in e else None, e.get("reason"))
+                            known[e["video"]] = (e["size"], e["mtime_ns"], vectors[e["row"]] if "row" in e else None,
+                                                 e.get("reason"), e.get("raw"))
                     pending, vectors, last = [], [], time.monotonic()
 
                 bar = tqdm(total=len(todo), desc="index", unit="video", dynamic_ncols=True, disable=not progress)
@@ -532,7 +542,8 @@ def build_index(video_dir: str | os.PathLike, out: str | os.PathLike, encoder: E
                             report.frames += int(res[2].sum())
                             report.embedded += 1
                         else:
-                            pending.append({"video": vid, "size": size, "mtime_ns": mtime, "reason": res[1]})
+                            pending.append({"video": vid, "size": size, "mtime_ns": mtime, "reason": res[1],
+                                            "raw": res[2] if len(res) > 2 else res[1]})
                         bar.update(1)
                         if len(pending) >= commit_videos or time.monotonic() - last >= commit_seconds:
                             commit()
@@ -545,15 +556,18 @@ def build_index(video_dir: str | os.PathLike, out: str | os.PathLike, encoder: E
 
             # 4. the complete index: every readable file under VIDEO_DIR now, rows sorted by path
             ok = [v for v in names if known[v][3] is None]
-            bad = {v: [known[v][0], known[v][1], known[v][3]] for v in names if known[v][3] is not None}
-            report.errors = [{"video": v, "reason": bad[v][2]} for v in sorted(bad)]
+            bad = {v: [known[v][0], known[v][1], known[v][3], (known[v][4:5] or [None])[0] or known[v][3]]
+                   for v in names if known[v][3] is not None}
+            report.errors = [{"video": v, "reason": bad[v][2], "raw": bad[v][3]} for v in sorted(bad)]
             report.failed, report.indexed = len(bad), len(ok)
             report.not_retried = sum(1 for v in bad if v not in todo_set)
             report.reused = report.indexed - report.embedded
-            errors_text = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in report.errors)
-            if ok:
+            errors_text = "".join(_json_line(e) for e in report.errors)
+            if ok or current is not None:   # a folder whose videos were all deleted: an empty, valid index
+                dim = encoder.backbone.embed_dim
                 vec = np.stack([current.vectors[k[2]] if isinstance(k[2], int) else k[2]
-                                for k in (known[v] for v in ok)]).astype(np.float32)
+                                for k in (known[v] for v in ok)]).astype(np.float32) if ok else np.zeros((0, dim),
+                                                                                                     np.float32)
                 config = {"kind": INDEX_FORMAT, "encoder": spec, "video_dir": str(video_dir.resolve()),
                           "files": {v: list(sig[v]) for v in ok}, "errors": bad}
                 new = Index(vec, ok, config)
@@ -561,7 +575,7 @@ def build_index(video_dir: str | os.PathLike, out: str | os.PathLike, encoder: E
                     _strip(current.config) == _strip(new.config) and np.array_equal(current.vectors, new.vectors)
                 report.version = current.path.name if same else new.save(out).name
             write_atomic(out / "errors.jsonl", errors_text.encode("utf-8"))
-            if ok:
+            if report.version:
                 for p in jdir.glob("b*.npz") if jdir.is_dir() else []:
                     p.unlink()   # folded into the version just saved
                 for p in jdir.glob(".tmp-*") if jdir.is_dir() else []:
@@ -571,6 +585,16 @@ def build_index(video_dir: str | os.PathLike, out: str | os.PathLike, encoder: E
             decoder.close()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _json_line(record: dict) -> str:
+    """One JSON line, readable UTF-8; a file name that is not valid Unicode is written escaped (\\udcXX)."""
+    text = json.dumps(record, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(record)
+    return text + "\n"
 
 
 def _strip(config: dict) -> dict:

@@ -31,11 +31,33 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".m
 
 
 class VideoDecodeError(RuntimeError):
-    """A video file that cannot be decoded; str() is '<path>: <reason>'."""
+    """A video file that cannot be decoded; str() is '<path>: <reason>' in plain words, `raw` the decoder's own."""
 
-    def __init__(self, path, reason: str):
-        self.path, self.reason = str(path), reason
+    def __init__(self, path, reason: str, raw: str | None = None):
+        self.path, self.reason, self.raw = str(path), reason, raw or reason
         super().__init__(f"{path}: {reason}")
+
+
+PERMISSION_DENIED = "permission denied (make the file readable, e.g. chmod +r, and run again)"
+
+# What the decoders' messages mean, in words (the raw message is kept beside it: errors.jsonl "raw").
+_PLAIN = ((r"st_nb >= 0|no video stream|could not find.*stream|Stream not found", "no video stream in the file "
+           "(audio only, or not a video)"),
+          (r"codec|Decoder \(|not supported|unsupported|Unknown decoder", "unsupported codec"),
+          (r"moov atom not found|av_read_frame failed|End of file|truncat|partial file|Invalid NAL|"
+           r"error while decoding|corrupt", "the file is truncated or damaged"),
+          (r"Invalid data found when processing input|could not open|ERROR opening|Invalid argument|Error reading",
+           "not a readable video (not a video format a decoder knows, or damaged)"))
+
+
+def plain_reason(raw: str, path=None) -> str:
+    """A decoder's message (`av_read_frame failed with 1094995529`, `Check failed: st_nb >= 0`, ...) in words
+    (the file's own name, which the message may quote, is left out of the match)."""
+    text = raw.replace(str(path), "FILE") if path is not None else raw
+    for pattern, words in _PLAIN:
+        if re.search(pattern, text, re.IGNORECASE):
+            return words
+    return f"not a readable video ({raw})"
 
 
 @dataclass(frozen=True)
@@ -104,10 +126,13 @@ def _open(path: Path):
         raise VideoDecodeError(path, "is a directory, not a video file")
     if path.stat().st_size == 0:
         raise VideoDecodeError(path, "empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise VideoDecodeError(path, PERMISSION_DENIED)
     try:
         vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     except Exception as e:  # decord raises DECORDError/RuntimeError with C++ noise
-        raise VideoDecodeError(path, f"not a readable video ({_short_reason(e)})") from None
+        raw = _short_reason(e)
+        raise VideoDecodeError(path, plain_reason(raw, path), raw) from None
     if len(vr) == 0:
         raise VideoDecodeError(path, "video has no frames")
     return vr
@@ -132,6 +157,8 @@ def probe_video(path: str | os.PathLike) -> tuple[int, float]:
 def load_video(path: str | os.PathLike, cfg: SamplingConfig = SamplingConfig()) -> Clip:
     """Decode the sampled frames of one clip, resized and centre-cropped to cfg.size."""
     path = Path(path)
+    if path.is_file() and not os.access(path, os.R_OK):
+        raise VideoDecodeError(path, PERMISSION_DENIED)
     if display_rotation(path):
         return _load_pyav(path, cfg)
     try:
@@ -151,7 +178,7 @@ def load_video(path: str | os.PathLike, cfg: SamplingConfig = SamplingConfig()) 
         raw = vr.get_batch(todo.tolist()).asnumpy()  # [t, H, W, 3] uint8, RGB
         ts = vr.get_frame_timestamp(todo.tolist())[:, 0]
     except Exception as e:
-        err = VideoDecodeError(path, f"decoding failed, file may be truncated ({_short_reason(e)})")
+        err = VideoDecodeError(path, "the file is truncated or damaged", _short_reason(e))
         try:  # decord (FFmpeg 4) chokes on some streams a newer FFmpeg reads fine
             return _load_pyav(path, cfg)
         except VideoDecodeError:
@@ -318,9 +345,10 @@ def _read_pyav(path: Path, choose):
     except VideoDecodeError:
         raise
     except Exception as e:  # av.error.FFmpegError and friends
-        raise VideoDecodeError(path, f"not a readable video ({_short_reason(e)})") from None
+        raw = _short_reason(e)
+        raise VideoDecodeError(path, plain_reason(raw, path), raw) from None
     if len(got) != len(want):
-        raise VideoDecodeError(path, f"decoding failed, file may be truncated ({len(got)} of {len(want)} "
+        raise VideoDecodeError(path, f"the file is truncated or damaged ({len(got)} of {len(want)} "
                                      "sampled frames decoded)")
     pos = np.searchsorted(want, idx[mask])
     return [got[i] for i in pos], starts, idx, mask, n, video_fps
@@ -362,7 +390,7 @@ def read_all_frames(path: str | os.PathLike, size: int | None = None) -> np.ndar
     try:
         raw = vr.get_batch(list(range(len(vr)))).asnumpy()
     except Exception as e:
-        raise VideoDecodeError(path, f"decoding failed, file may be truncated ({_short_reason(e)})") from None
+        raise VideoDecodeError(path, "the file is truncated or damaged", _short_reason(e)) from None
     if size is not None:
         raw = resize_center_crop(torch.from_numpy(raw).permute(0, 3, 1, 2), size).permute(0, 2, 3, 1).numpy()
     return raw

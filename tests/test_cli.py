@@ -335,3 +335,107 @@ def test_one_index_run_at_a_time(tmp_path, capsys):
         rc, _, err = run(capsys, "index", tmp_path / "v", "--out", tmp_path / "i", *TOY)
     assert rc == 1 and "another `teachclip-lite index` run is writing this index" in _error_line(err)
     assert run(capsys, "index", tmp_path / "v", "--out", tmp_path / "i", *TOY)[0] == 0
+
+
+# ---------------------------------------------------------------- what a bad-input battery found (issue 13)
+
+def _clips(tiny_toy, folder: Path, n: int) -> list[Path]:
+    toy = sorted((tiny_toy[0] / "videos").glob("*.mp4"))[:n]
+    folder.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy(p, folder / p.name)) for p in toy]
+
+
+def test_a_file_name_that_is_not_utf8_is_indexed_and_shown_escaped(tiny_toy, tmp_path, capsys):
+    videos = tmp_path / "v"
+    _clips(tiny_toy, videos, 2)
+    odd = os.fsdecode(b"r\xe9union.mp4")   # Latin-1 bytes: not valid UTF-8
+    shutil.copy(sorted((tiny_toy[0] / "videos").glob("*.mp4"))[2], videos / odd)
+    rc, out, err = run(capsys, "index", videos, "--out", tmp_path / "i", *TOY)
+    assert rc == 0 and "indexed 3 video(s)" in out, err
+    assert odd in Index.load(tmp_path / "i").ids   # the id is the name itself, losslessly
+    rc, out, err = run(capsys, "search", tmp_path / "i", "a red circle", "-k", "3", "--json")
+    assert rc == 0 and "r\\xe9union.mp4" in {h["video"] for h in json.loads(out)}
+    rc, out, _ = run(capsys, "index", videos, "--out", tmp_path / "i", *TOY)
+    assert rc == 0 and "0 embedded now; 3 unchanged" in out
+
+
+def test_damaged_vectors_are_reported_by_name_and_repaired(tiny_toy, tmp_path, capsys):
+    videos = tmp_path / "v"
+    _clips(tiny_toy, videos, 4)
+    assert run(capsys, "index", videos, "--out", tmp_path / "i", *TOY)[0] == 0
+    good = Index.load(tmp_path / "i").vectors.copy()
+    vec = tmp_path / "i" / current_version(tmp_path / "i") / "vectors.npy"
+    raw = bytearray(vec.read_bytes())
+    raw[-16:] = b"\x7f" * 16   # huge floats: search would rank that video first with a silly score
+    vec.write_bytes(bytes(raw))
+    rc, _, err = run(capsys, "search", tmp_path / "i", "anything")
+    assert rc == 1 and "vectors.npy: damaged" in _error_line(err)
+    rc, _, err = run(capsys, "index", videos, "--out", tmp_path / "i", "--verify", *TOY)
+    assert rc == 1 and "vectors.npy: damaged" in _error_line(err)
+    rc, out, err = run(capsys, "index", videos, "--out", tmp_path / "i", *TOY)
+    assert rc == 0 and "vectors.npy: damaged" in err and "rebuilding" in err and "4 embedded now" in out
+    np.testing.assert_array_equal(Index.load(tmp_path / "i").vectors, good)
+    rc, out, _ = run(capsys, "index", videos, "--out", tmp_path / "i", "--verify", *TOY)
+    assert rc == 0 and "4 vectors" in out and "intact" in out
+
+
+def test_failed_files_are_retried_when_readable_or_asked(tiny_toy, tmp_path, capsys, monkeypatch):
+    from test_ingest import make_text_as_video   # noqa: F811
+
+    videos = tmp_path / "v"
+    locked, = _clips(tiny_toy, videos, 1)
+    make_text_as_video(videos / "notes.mp4")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p).name == locked.name
+                        else real_access(p, mode, **kw))   # as if chmod 000 (root reads anything)
+    rc, _, err = run(capsys, "index", videos, "--out", tmp_path / "i", *TOY)
+    assert rc == 1 and "2 file(s) unreadable" in _error_line(err)
+    errors = {e["video"]: e for e in map(json.loads, (tmp_path / "i" / "errors.jsonl").read_text().splitlines())}
+    assert errors[locked.name]["reason"].startswith("permission denied") and all(e["raw"] for e in errors.values())
+    monkeypatch.setattr(os, "access", real_access)   # chmod +r: size and date did not change
+    rc, out, err = run(capsys, "index", videos, "--out", tmp_path / "i", *TOY)
+    assert rc == 0 and "1 embedded now" in out and "(1 of them unchanged since an earlier run, not retried)" in out
+    rc, out, _ = run(capsys, "index", videos, "--out", tmp_path / "i", "--retry-failed", *TOY)
+    assert rc == 0 and "1 file(s) could not be read" in out and "not retried" not in out
+
+
+def test_decoder_reasons_are_plain_words_with_the_raw_kept():
+    from teachclip_lite.video import plain_reason
+
+    assert plain_reason("av_read_frame failed with 1094995529") == "the file is truncated or damaged"
+    assert plain_reason("Check failed: st_nb >= 0").startswith("no video stream")
+    assert plain_reason("Decoder (codec hevc) not found") == "unsupported codec"
+    assert plain_reason("Error reading /x/truncated_clip.mp4...", "/x/truncated_clip.mp4").startswith(
+        "not a readable video")   # the file's own name is not evidence
+
+
+def test_links_to_nothing_are_counted_and_a_folder_emptied_gives_an_empty_index(tiny_toy, tmp_path, capsys):
+    videos = tmp_path / "v"
+    clips = _clips(tiny_toy, videos, 2)
+    (videos / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    (videos / "loop.mp4").symlink_to(videos / "loop.mp4")
+    rc, out, err = run(capsys, "index", videos, "--out", tmp_path / "i", *TOY)
+    assert rc == 0 and "2 symbolic link(s)" in out and "indexed 2 video(s)" in out, err
+    for p in clips:
+        p.unlink()
+    rc, out, err = run(capsys, "index", videos, "--out", tmp_path / "i", *TOY)
+    assert rc == 0 and "empty index" in out, err
+    rc, out, err = run(capsys, "search", tmp_path / "i", "a red circle")
+    assert rc == 0 and out == ""   # no deleted file comes back
+
+
+def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    from teachclip_lite.paths import write_atomic
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as e:
+        write_atomic(tmp_path / "out" / "vectors.json", "x" * 10)
+    assert e.value.filename == str(tmp_path / "out" / "vectors.json")
+    line, code = cli._explain(e.value)
+    assert code == 1 and str(tmp_path / "out" / "vectors.json") in line and "free some space" in line
+    assert not list((tmp_path / "out").iterdir())   # no temp file left behind

@@ -156,14 +156,48 @@ def test_missing_or_broken_index_names_the_file(tmp_path):
     Index(unit(10, 4), ids_for(10)).save(tmp_path)
     folder = tmp_path / current_version(tmp_path)
     (folder / "ids.json").write_text(json.dumps(ids_for(9)))
+    with pytest.raises(IndexFormatError, match="ids.json: damaged .its checksum does not match"):
+        Index.load(tmp_path)
+    (folder / "checksums.json").unlink()   # a version saved without checksums: the shapes still tell
     with pytest.raises(IndexFormatError, match="do not match 9 ids"):
         Index.load(tmp_path)
     (folder / "config.json").write_text("{oops")
-    with pytest.raises(IndexFormatError, match="config.json: not valid JSON"):
+    with pytest.raises(IndexFormatError, match="config.json: damaged .not valid JSON"):
         Index.load(tmp_path)
     (tmp_path / "CURRENT").write_text("../../etc\n")
     with pytest.raises(IndexFormatError, match="does not name an index version"):
         Index.load(tmp_path)
+
+
+def test_damaged_bytes_are_an_error_naming_the_file(tmp_path):
+    Index(unit(100, 16), ids_for(100)).save(tmp_path)
+    folder = tmp_path / current_version(tmp_path)
+    vectors = folder / "vectors.npy"
+    raw = bytearray(vectors.read_bytes())
+    raw[-64:-32] = b"\xff" * 32   # garbage of the same size: NaNs and 1e38s, no shape changes
+    vectors.write_bytes(bytes(raw))
+    with pytest.raises(IndexFormatError, match="vectors.npy: damaged .its checksum"):
+        Index.load(tmp_path)   # small: verified on every load
+    big = Index.load(tmp_path, verify=False)   # a big index skips it on load ...
+    with pytest.raises(IndexFormatError, match="vectors.npy: damaged"):
+        big.verify()                            # ... and verify() (index --verify, every index run) finds it
+    for name, junk in (("config.json", b"{\"dim\": \xff\xfe}"), ("ids.json", b"[\"\xff\"]"), ("CURRENT", b"v\xff\n")):
+        Index(unit(10, 4), ids_for(10)).save(tmp_path)
+        target = tmp_path / name if name == "CURRENT" else tmp_path / current_version(tmp_path) / name
+        target.write_bytes(junk)
+        with pytest.raises(IndexFormatError, match=f"{name}: damaged"):
+            Index.load(tmp_path)
+        (tmp_path / "CURRENT").write_text(sorted(p.name for p in tmp_path.glob("v*"))[-1] + "\n")
+
+
+def test_empty_index_and_ids_that_are_not_unicode(tmp_path):
+    Index(np.zeros((0, 8), np.float32), []).save(tmp_path / "empty")
+    empty = Index.load(tmp_path / "empty")
+    assert len(empty) == 0 and empty.search_ids(unit(2, 8), 5) == [[], []]
+    odd = [f"caf\udce9_{i}.mp4" for i in range(3)]   # a Latin-1 file name read on a UTF-8 system
+    Index(unit(3, 8), odd).save(tmp_path / "odd")
+    assert Index.load(tmp_path / "odd").ids == odd   # kept losslessly
+    assert (tmp_path / "odd" / current_version(tmp_path / "odd") / "ids.json").read_bytes().isascii()
 
 
 def test_truncated_vectors_file(tmp_path):
