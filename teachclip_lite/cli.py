@@ -10,7 +10,7 @@
 failure is one line on stderr saying what went wrong and what to do, and a
 non-zero exit status.
 
-The work itself lives in `ingest.py` (index, search) and `poc.py` (train, eval);
+The work itself lives in `ingest.py` (index), `search.py` (search) and `poc.py` (train, eval);
 this file is the parser and the one-line error handling.
 """
 from __future__ import annotations
@@ -24,11 +24,27 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from .ingest import PROG, UserError, build_index, load_encoder, one_line, search_index
+from .encoder import load_encoder
+from .errors import PROG, UserError, one_line, shown
+from .ingest import build_index
+from .search import search_index
 from .poc import TRAIN_KEYS, run_eval, run_train
 
 
 # ---------------------------------------------------------------------- the command line
+
+# The kit's tools, one console script: `teachclip-lite toy --help` is `python -m teachclip_lite.toy --help`.
+TOOLS = {"toy": ("teachclip_lite.toy", "generate the toy world (videos with known ground truth)"),
+         "pretrain-toy": ("teachclip_lite.backbone", "train the toy CLIP on the toy world's per-frame captions"),
+         "bench": ("teachclip_lite.bench", "the quality and efficiency benchmark (make bench)"),
+         "lessons": ("teachclip_lite.runner", "run the notebooks with papermill and check their claims (make demo)")}
+
+
+def _tool(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module = importlib.import_module(TOOLS[name][0])
+    return int(module.main(["pretrain-toy", *argv] if name == "pretrain-toy" else argv) or 0)
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line like every other failure."""
@@ -55,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, parents=[common],
                 description="Text-to-video retrieval the TeachCLIP way: index a folder of videos, search it, "
                             "train and evaluate students.")
-    sub = p.add_subparsers(dest="command", metavar="{index,search,train,eval}", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="{index,search,train,eval,toy,pretrain-toy,bench,lessons}",
+                           parser_class=_Parser)
     sub.required = True
 
     pi = sub.add_parser("index", parents=[common], help="embed every video under a folder into a search index",
@@ -107,6 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     pe.add_argument("--data", required=True, metavar="DATASET_DIR",
                     help="videos + captions.csv in the kit's format (data/README.md)")
     pe.set_defaults(func=_cmd_eval)
+    for name, (_, what) in TOOLS.items():   # listed here; `main` hands their arguments to the tool itself
+        sub.add_parser(name, help=what, add_help=False)
     p.commands = sub.choices
     return p
 
@@ -156,16 +175,6 @@ def _cmd_index(a) -> int:
     return 0
 
 
-def shown(name: str) -> str:
-    """A file name as text: names that are not valid UTF-8 (kept losslessly as surrogate escapes) show their
-    odd bytes as \\xNN, so the output stays valid UTF-8 (and valid JSON)."""
-    try:
-        name.encode("utf-8")
-        return name
-    except UnicodeEncodeError:
-        return os.fsencode(name).decode("utf-8", "backslashreplace")
-
-
 def _cmd_search(a) -> int:
     hits = [{**h, "video": shown(h["video"])} for h in search_index(a.index_dir, a.query, a.k)]
     if a.json:
@@ -211,6 +220,8 @@ def _utf8_streams() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOLS:
+        return _tool(argv[0], argv[1:])
     debug = "--debug" in argv
     _utf8_streams()
     try:

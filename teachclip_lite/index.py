@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .paths import fsync_dir
+from .paths import file_lock, fsync_dir
 
 FORMAT = 1
 DTYPES = ("float32", "float16")
@@ -272,7 +272,7 @@ class Index:
             _write_synced(tmp / "checksums.json", json.dumps({"vectors": _sha256(self.vectors),
                                                               "ids": _sha256(ids_text.encode())}))
             fsync_dir(tmp)
-            with _writer_lock(root):
+            with file_lock(root / ".lock"):   # writers only: version numbering, CURRENT, clean-up
                 name = f"v{_last_version(root) + 1:06d}"
                 os.rename(tmp, root / name)
                 fsync_dir(root)
@@ -433,22 +433,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:     # exists, owned by someone else
         pass
     return True
-
-
-@contextlib.contextmanager
-def _writer_lock(root: Path):
-    """Serialise writers (version numbering, CURRENT, clean-up); readers never take it."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: one writer at a time is then the caller's business
-        yield
-        return
-    with open(root / ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _write_synced(path: Path, text: str) -> None:

@@ -383,7 +383,7 @@ def test_queries(ds, n: int = 3) -> dict[str, str]:
 def index_folder(base: str | os.PathLike, encoder) -> Path:
     """An index folder per encoder (backbone, frames, pooling, model): rebuilding with another
     model never collides with an index built by an earlier one."""
-    from .ingest import spec_sha
+    from .encoder import spec_sha
 
     return Path(f"{base}-{encoder.spec.get('pooling')}-{spec_sha(encoder.spec)[:8]}")
 

@@ -58,3 +58,21 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     with atomic_open(path) as f:
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike, wait: bool = True) -> Iterator[None]:
+    """An exclusive advisory lock on `path` (created if needed) for this block: writers take it, readers
+    never do. `wait=False`: raise BlockingIOError at once when another process holds it. A no-op where
+    the platform has no fcntl (one writer at a time is then the caller's business)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

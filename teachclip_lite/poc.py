@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .ingest import PROG, UserError, read_model, warn
+from .encoder import read_model
+from .errors import PROG, UserError, warn
 from .paths import atomic_open, write_atomic
 
 TRAIN_KEYS = {"data": "dataset folder (captions.csv / captions.jsonl / MSR-VTT files)",

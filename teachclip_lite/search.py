@@ -1,4 +1,5 @@
-"""Search as a service would run it, two ways over the same corpus:
+"""Search as a service would run it: `search_index`, what `teachclip-lite search` runs over an index folder,
+and, over the same corpus two ways:
 
 - the student: one vector per video in an `index.Index`; a query is one text encoding, the student's
   text head and one matrix product with a top-k;
@@ -9,7 +10,9 @@ The bench times both at the paper's shapes with the same functions; lesson 04 se
 """
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -115,3 +118,43 @@ def search_checks(found: list[dict], expected: dict[str, str]) -> dict:
         out[f"{side}_ranks"] = ranks
     return out
 
+
+# ---------------------------------------------------------------------- an index folder
+
+def search_index(index_dir: str | os.PathLike, query: str, k: int = 5, encoder=None) -> list[dict]:
+    """The k best videos for a text query: [{"rank", "score" (cosine), "video"}], best first.
+
+    Equal scores are ordered by path (the index's row order), so results are deterministic.
+    """
+    from .encoder import encoder_from_spec
+    from .errors import PROG, UserError, warn
+    from .index import Index, IndexFormatError
+    from .ingest import INDEX_FORMAT, JOURNAL
+
+    index_dir = Path(index_dir)
+    if not index_dir.is_dir():
+        raise UserError(f"{index_dir}: no such folder (build an index with `{PROG} index VIDEO_DIR --out "
+                       f"{index_dir}`)")
+    try:
+        index = Index.load(index_dir)
+    except IndexFormatError as e:
+        if not (index_dir / "CURRENT").exists():
+            if (index_dir / JOURNAL).is_dir():
+                raise UserError(f"{index_dir}: no complete index yet (an `index` run is in progress or was "
+                               f"interrupted); let it finish, or run the same `{PROG} index` command again") from None
+            raise UserError(f"{index_dir}: not an index folder (build one with `{PROG} index VIDEO_DIR --out "
+                           f"{index_dir}`)") from None
+        raise UserError(f"{e}; re-run `{PROG} index` to rebuild it") from None
+    if index.config.get("kind") != INDEX_FORMAT:
+        raise UserError(f"{index_dir}: not a video index written by `{PROG} index`")
+    if not query.strip():
+        raise UserError("the query is empty; describe what you look for, e.g. \"a person opens a door\"")
+    if k < 1:
+        raise UserError(f"-k must be at least 1 (got {k})")
+    encoder = encoder or encoder_from_spec(index.config["encoder"])
+    n_tok, ctx = encoder.backbone.count_tokens(query), encoder.backbone.context_length
+    if n_tok > ctx:
+        warn(f"the query is {n_tok} tokens long; only the first {ctx} (the tokenizer's context) are used")
+    q = encoder.text_vectors([query])
+    hits = index.search_ids(q, k)[0]
+    return [{"rank": i + 1, "score": round(float(s), 6), "video": v} for i, (v, s) in enumerate(hits)]

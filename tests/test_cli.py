@@ -17,7 +17,7 @@ import pytest
 from test_ingest import (long_clip, make_grayscale, make_odd_size, make_one_frame, make_rotated,  # noqa: F401
                          make_text_as_video, make_truncated, make_vfr, make_zero_byte, upright)
 
-from teachclip_lite import cli, features, ingest
+from teachclip_lite import cli, decoder, features
 from teachclip_lite.backbone import TOY_CHECKPOINT
 from teachclip_lite.index import Index, current_version
 from teachclip_lite.video import write_video
@@ -75,9 +75,15 @@ def test_command_line_papercuts(tmp_path, capsys):
     assert rc == 2 and "unrecognized arguments: --bogus (see `teachclip-lite search --help`)" in _error_line(err)
     parser = cli._parser()
     for name, sub in parser.commands.items():
+        if name in cli.TOOLS:
+            continue   # their own parsers answer (below)
         assert sub.description, f"{name} has no description"
         undocumented = [a.dest for a in sub._actions if not a.help]
         assert not undocumented, f"{name}: options without help: {undocumented}"
+    for name in cli.TOOLS:   # one console script: `teachclip-lite toy --help` is the toy tool's own help
+        with pytest.raises(SystemExit) as e:
+            cli.main([name, "--help"])
+        assert e.value.code == 0 and "usage:" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +323,7 @@ def test_a_file_that_crashes_or_hangs_the_decoder_costs_only_that_file(tmp_path,
     monkeypatch.setattr(video, "load_video", flaky)
     good = [write_video(tmp_path / f"ok{i}.mp4", upright(n=3), fps=10) for i in range(3)]
     paths = [good[0], tmp_path / "crash.mp4", good[1], tmp_path / "hang.mp4", good[2]]
-    with ingest.Decoder(SamplingConfig(4, 32), timeout=1.0) as dec:
+    with decoder.Decoder(SamplingConfig(4, 32), timeout=1.0) as dec:
         results = list(dec.map(paths))
     assert [p for p, _ in results] == paths                          # in order, nothing dropped
     assert [r[0] for _, r in results] == ["ok", "err", "ok", "err", "ok"]
