@@ -50,8 +50,9 @@ import torch
 from .index import FaissIndex, Index, faiss_available, single_threaded
 from .paths import write_atomic
 from .search import teacher_search
+from .teachers import TEACHERS
 
-TEACHER_NAMES = ("xpool", "xclip", "ts2net")
+TEACHER_NAMES = TEACHERS   # teachers.py: the three fine-grained teachers
 PAPER = {"dim": 512, "frames": 12, "tokens": 50, "words": 32, "backbone": "ViT-B-32"}
 
 

@@ -1,19 +1,6 @@
 """The named ablation: which parts of TeachCLIP do what, over several seeds.
 
-Models (the keys the benchmark and the notebooks use):
-
-| name | what it is |
-|---|---|
-| meanP | CLIP4Clip mean pooling, InfoNCE only |
-| seqTransf | CLIP4Clip's temporal transformer, then mean pooling, InfoNCE only |
-| afa | AFA aggregation with no temporal module, InfoNCE only |
-| afa_nce02 | the TeachCLIP student (seqTransf + AFA) with InfoNCE at teachclip's weight (0.2) and no teacher |
-| seqTransf_afa | the TeachCLIP student (seqTransf + AFA), InfoNCE only: teachclip's untaught twin |
-| teacher_xpool, teacher_xclip, teacher_ts2net | the fine-grained teachers, InfoNCE |
-| teacher_ensemble | the teaching teachers' (`teachers`: X-CLIP and TS2-Net) logits averaged (no extra training) |
-| teachclip_coarse | seqTransf_afa + coarse-grained teaching by `teachers` |
-| teachclip_fine | seqTransf_afa + fine-grained teaching by `teachers` |
-| teachclip | seqTransf_afa + coarse + fine (the method) |
+The models are the registry's (models.py: `list_models()`, what each name is and how it is taught).
 
 Every student trains with the same `TrainConfig` (epochs, batches, schedule) and
 keeps its best-validation-R@1 checkpoint, so a gain cannot come from a different
@@ -47,16 +34,15 @@ import torch
 
 from .features import FeatureSet, TextFeatures, VideoFeatures
 from .metrics import attention_hit, attention_hit_any
+from .models import get_model, list_models
 from .paths import RUNS_DIR, write_atomic
 from .student import StudentConfig
 from .teachers import DEFAULT_TEACHERS, TEACHERS, EnsembleTeacher
 from .train import TrainConfig, evaluate_student, evaluate_teacher, train_student, train_teacher
 
-STUDENTS = ("meanP", "seqTransf", "afa", "afa_nce02", "seqTransf_afa", "teachclip_coarse", "teachclip_fine",
-            "teachclip")
-TEACHER_MODELS = ("teacher_xpool", "teacher_xclip", "teacher_ts2net", "teacher_ensemble")
-ALL_MODELS = ("meanP", "seqTransf", "afa", "afa_nce02", "seqTransf_afa", *TEACHER_MODELS, "teachclip_coarse",
-              "teachclip_fine", "teachclip")
+STUDENTS = list_models("baseline", "student")
+TEACHER_MODELS = list_models("teacher", "ensemble")
+ALL_MODELS = list_models()
 METRICS = ("t2v_r1", "t2v_r5", "t2v_r10", "t2v_mdr", "t2v_mnr", "sumr", "v2t_r1", "attention_hit",
            "attention_hit_any")
 
@@ -185,26 +171,14 @@ def _load_truth(root: str | None) -> dict | None:
 # ------------------------------------------------------------------ the run
 
 # name -> (student kind, InfoNCE weight, coarse teaching, fine teaching); None: the training recipe's weight
-STUDENT_SPECS = {
-    "meanP": ("meanP", 1.0, False, False),
-    "seqTransf": ("seqTransf", 1.0, False, False),
-    "afa": ("afa", 1.0, False, False),
-    "afa_nce02": ("seqTransf_afa", None, False, False),
-    "seqTransf_afa": ("seqTransf_afa", 1.0, False, False),
-    "teachclip_coarse": ("seqTransf_afa", None, True, False),
-    "teachclip_fine": ("seqTransf_afa", None, False, True),
-    "teachclip": ("seqTransf_afa", None, True, True),
-}
-
-
 def _student_spec(name: str, cfg: ExperimentConfig, dim: int, frames: int, logit_scale: float):
     """(StudentConfig, loss weights, taught?) of a named student row."""
-    kind, nce, coarse, fine = STUDENT_SPECS[name]
+    spec = get_model(name)
     w_nce, w_coarse, w_fine = cfg.train.weights
-    weights = (w_nce if nce is None else nce, w_coarse if coarse else 0.0, w_fine if fine else 0.0)
+    weights = (w_nce if spec.nce is None else spec.nce, w_coarse if spec.coarse else 0.0, w_fine if spec.fine else 0.0)
     scfg = StudentConfig(**{"dim": dim, "num_frames": frames, "logit_scale": logit_scale, "query": cfg.query,
                             **cfg.student})
-    return replace(scfg, kind=kind), weights, coarse or fine
+    return replace(scfg, kind=spec.architecture), weights, spec.taught
 
 
 def run_experiments(cfg: ExperimentConfig, features: FeatureSet, progress: bool = True,
@@ -272,7 +246,7 @@ def _run_seed(cfg: ExperimentConfig, seed: int, data, progress: bool):
     dim, frames = train_fs.videos.frames.shape[-1], train_fs.videos.frames.shape[1]
     students = [m for m in cfg.models if m in STUDENTS]
     need = {t for t in TEACHERS if f"teacher_{t}" in cfg.models}
-    if any(STUDENT_SPECS[s][2] or STUDENT_SPECS[s][3] for s in students) or "teacher_ensemble" in cfg.models:
+    if any(get_model(s).taught for s in students) or "teacher_ensemble" in cfg.models:
         need |= set(cfg.teachers)
     need_teachers = [t for t in TEACHERS if t in need]
     out = Path(cfg.out_dir) / f"seed{seed}" if cfg.out_dir else None

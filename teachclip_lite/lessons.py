@@ -440,10 +440,12 @@ def nce_fell(histories: dict, models, seed: int = 0) -> dict[str, bool]:
             if histories.get((m, seed)) and "nce" in histories[(m, seed)][0]}
 
 
-def gap_closure(summary: dict, student: str = "teachclip", metric: str = "t2v_r1",
-                teachers=("teacher_xpool", "teacher_xclip", "teacher_ts2net"),
-                baselines=("meanP", "seqTransf", "afa", "afa_nce02", "seqTransf_afa")) -> dict:
-    """G = (student − best untaught baseline) / (best single teacher − that baseline), over the models present."""
+def gap_closure(summary: dict, student: str = "teachclip", metric: str = "t2v_r1") -> dict:
+    """G = (student − best untaught baseline) / (best single teacher − that baseline), over the models present
+    (the registry's baselines and teachers, models.py)."""
+    from .models import list_models
+
+    teachers, baselines = list_models("teacher"), list_models("baseline")
     t = max((m for m in teachers if m in summary), key=lambda m: summary[m][metric])
     b = max((m for m in baselines if m in summary), key=lambda m: summary[m][metric])
     gap = summary[t][metric] - summary[b][metric]

@@ -246,8 +246,10 @@ def run_train(config_path: str | os.PathLike, echo: bool = True) -> Path:
     ds = _load_data(cfg["data"], backbone)
     from .teachers import build_teacher
 
+    from .models import get_model
+
     patches = any(build_teacher(t, 8, 2).needs_patches for t in teachers) and \
-        any(m.startswith("teachclip") or m.startswith("teacher_") for m in models)
+        any(get_model(m).taught or not get_model(m).is_student for m in models)
     fs = _features(ds, backbone, frames, patches)
     splits = set(fs.texts.split)
     if "train" not in splits:

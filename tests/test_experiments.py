@@ -1,7 +1,7 @@
 """The ablation runner on a small feature-space world: every model, the table, the ground truth."""
 import pytest
 
-from teachclip_lite.experiments import ALL_MODELS, ExperimentConfig, run_experiments, synthetic_features
+from teachclip_lite.experiments import ALL_MODELS, STUDENTS, ExperimentConfig, run_experiments, synthetic_features
 from teachclip_lite.train import TrainConfig
 
 
@@ -47,3 +47,14 @@ def test_seeds_in_worker_processes_give_the_same_table():
     two = run_experiments(ExperimentConfig.quick(workers=2, **kw), fs, progress=False, truth=truth)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]  # noqa: E731
     assert strip(one.rows) == strip(two.rows) and set(two.models) == set(one.models)
+
+
+def test_the_registry_names_every_model_once():
+    from teachclip_lite.models import REGISTRY, get_model, list_models
+
+    assert list_models() == ALL_MODELS and set(list_models("baseline", "student")) == set(STUDENTS)
+    assert get_model("teachclip").coarse and get_model("teachclip").fine and get_model("teachclip").nce is None
+    assert not get_model("afa_nce02").taught and get_model("afa_nce02").nce is None   # the recipe's weight, no teacher
+    assert all(get_model(m).is_student != (m.startswith("teacher_")) for m in REGISTRY)
+    with pytest.raises(ValueError, match="unknown model"):
+        get_model("teachclip_xl")
