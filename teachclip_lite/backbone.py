@@ -29,6 +29,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
+from .losses import info_nce
 from .paths import write_atomic
 
 HERE = Path(__file__).resolve().parent
@@ -336,8 +337,7 @@ def pretrain_toy_clip(data_root: str | os.PathLike = "data/toy", out: str | os.P
         x = frames[idx].float() / 255
         img, txt, scale = model(((x - mean) / std), tok(texts))
         logits = scale * img @ txt.T
-        labels = torch.arange(len(idx))
-        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        loss = info_nce(logits)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -50,6 +50,7 @@ import torch
 from .index import FaissIndex, Index, faiss_available, single_threaded
 from .paths import write_atomic
 from .search import teacher_search
+from .tables import markdown_table
 from .teachers import TEACHERS
 
 TEACHER_NAMES = TEACHERS   # teachers.py: the three fine-grained teachers
@@ -444,42 +445,33 @@ def cost_ratios(result: dict) -> list[str]:
 def markdown(result: dict) -> str:
     lines = [f"Measured {result['date']} on {result['machine']}.", ""]
     if result["quality"]:
-        lines += ["| model | R@1 | R@5 | R@10 | MdR | MnR | SumR | v2t R@1 | att. hit | att. hit any |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for name, m in result["quality"].items():
-            cells = []
-            for key in ("t2v_r1", "t2v_r5", "t2v_r10", "t2v_mdr", "t2v_mnr", "sumr", "v2t_r1",
-                        "attention_hit", "attention_hit_any"):
-                d = 3 if key.startswith("attention") else 1
-                cells.append("–" if m.get(key) is None else f"{m[key]:.{d}f} ± {m['std'][key]:.{d}f}")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        if result["attention_hit_uniform"] is not None:
-            lines.append("| uniform weights |" + " – |" * 7 + f" {result['attention_hit_uniform']:.3f} | "
-                         f"{result['attention_hit_any_uniform']:.3f} |")
-        lines.append("")
-    lines += ["Search time per query in ms (exact top-10, d=512; teachers: one query, pre-encoded videos).", "",
-              "| N | student | bare matmul, one query | student, batch 32 | matmul floor, batch 32 | ratio | "
-              + " | ".join(TEACHER_NAMES) + " |", "|---" * (6 + len(TEACHER_NAMES)) + "|"]
+        from .experiments import summary_table
+
+        lines += [summary_table(result["quality"], {"attention_hit_uniform": result["attention_hit_uniform"],
+                                                    "attention_hit_any_uniform": result["attention_hit_any_uniform"]}),
+                  ""]
+    rows = []
     for n, row in result["efficiency"].items():
         mark = "*" if row["extrapolated"] else ""
         t = row["teacher_ms_per_query"]
         single_floor = row.get("matmul_floor_single_ms")   # absent in results written before it was measured
-        lines.append(f"| {int(n):,} | {row['student_ms_per_query']:.3f} | "
-                     + ("–" if single_floor is None else f"{single_floor:.3f}") + " | "
-                     f"{row['student_batched_ms_per_query']:.3f} | "
-                     f"{row['matmul_floor_ms_per_query']:.3f} | "
-                     f"{row['student_batched_ms_per_query'] / row['matmul_floor_ms_per_query']:.2f} | "
-                     + " | ".join(f"{t[x]:.1f}{mark}" if x in t else "–" for x in TEACHER_NAMES) + " |")
-    lines += ["", "\\* extrapolated linearly from the largest measured N.", ""]
+        rows.append([f"{int(n):,}", f"{row['student_ms_per_query']:.3f}",
+                     "–" if single_floor is None else f"{single_floor:.3f}", f"{row['student_batched_ms_per_query']:.3f}",
+                     f"{row['matmul_floor_ms_per_query']:.3f}",
+                     f"{row['student_batched_ms_per_query'] / row['matmul_floor_ms_per_query']:.2f}",
+                     *(f"{t[x]:.1f}{mark}" if x in t else "–" for x in TEACHER_NAMES)])
+    lines += ["Search time per query in ms (exact top-10, d=512; teachers: one query, pre-encoded videos).", "",
+              markdown_table(["N", "student", "bare matmul, one query", "student, batch 32", "matmul floor, batch 32",
+                              "ratio", *TEACHER_NAMES], rows),
+              "", "\\* extrapolated linearly from the largest measured N.", ""]
     ps = result["paper_scale"]
     models = ["student", "student_float16", *TEACHER_NAMES]
-    lines += ["| per video / per query | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|",
-              "| bytes stored (bench) | " + " | ".join(f"{result['storage_bytes_per_video'][m]:,}" for m in models) + " |",
-              "| bytes stored (paper scale) | " + " | ".join(f"{ps['storage_bytes_per_video'][m]:,}" for m in models) + " |",
-              "| FLOPs per query·video (bench) | " + " | ".join(
-                  f"{result['flops_per_query'].get(m, result['flops_per_query']['student']):,}" for m in models) + " |",
-              "| FLOPs per query·video (paper) | " + " | ".join(
-                  f"{ps['flops_per_query'].get(m, ps['flops_per_query']['student']):,}" for m in models) + " |", ""]
+    per = lambda d: [f"{d.get(m, d['student']):,}" for m in models]   # noqa: E731  (float16 costs what float32 does)
+    lines += [markdown_table(["per video / per query", *models], [
+        ["bytes stored (bench)", *per(result["storage_bytes_per_video"])],
+        ["bytes stored (paper scale)", *per(ps["storage_bytes_per_video"])],
+        ["FLOPs per query·video (bench)", *per(result["flops_per_query"])],
+        ["FLOPs per query·video (paper)", *per(ps["flops_per_query"])]]), ""]
     f = ps["flops_per_query"]
     lines.append(f"Paper scale encoders (open_clip ViT-B-32): text {f['text_encoder'] / 1e9:.2f} GFLOPs per query; "
                  f"12 frames {f['video_encoder'] / 1e9:.1f} GFLOPs per video (once, at indexing). A query over 1M "

@@ -30,6 +30,8 @@ class Encoder:
         import torch
         import torch.nn.functional as F
 
+        from .heads import mean_pool
+
         mask = torch.as_tensor(mask, dtype=torch.bool)
         frames = torch.as_tensor(frames)
         emb = torch.zeros(len(mask), self.backbone.embed_dim)
@@ -38,8 +40,7 @@ class Encoder:
             if self.student is not None:
                 v = self.student.encode_video(emb[None], mask[None])[0][0]
             else:
-                unit = F.normalize(emb, dim=-1) * mask[:, None]
-                v = F.normalize(unit.sum(0) / mask.sum().clamp(min=1), dim=-1)
+                v = mean_pool(F.normalize(emb, dim=-1)[None], mask[None])[0]
         return v.float().numpy()
 
     def text_vectors(self, texts: list[str]):

@@ -36,6 +36,7 @@ from .features import FeatureSet, TextFeatures, VideoFeatures
 from .metrics import attention_hit, attention_hit_any
 from .models import get_model, list_models
 from .paths import RUNS_DIR, write_atomic
+from .tables import markdown_table
 from .student import StudentConfig
 from .teachers import DEFAULT_TEACHERS, TEACHERS, EnsembleTeacher
 from .train import TrainConfig, evaluate_student, evaluate_teacher, train_student, train_teacher
@@ -115,25 +116,7 @@ class Results:
 
     def markdown(self, digits: int = 1) -> str:
         """The results table: mean ± std over seeds."""
-        s = self.summary()
-        cols = [("t2v_r1", "R@1"), ("t2v_r5", "R@5"), ("t2v_r10", "R@10"), ("t2v_mdr", "MdR"),
-                ("t2v_mnr", "MnR"), ("sumr", "SumR"), ("v2t_r1", "v2t R@1"), ("attention_hit", "att. hit"),
-                ("attention_hit_any", "att. hit any")]
-        lines = ["| model | " + " | ".join(c for _, c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-        for name, m in s.items():
-            cells = []
-            for k, _ in cols:
-                if m[k] is None:
-                    cells.append("–")
-                    continue
-                d = 3 if k.startswith("attention") else digits
-                cells.append(f"{m[k]:.{d}f} ± {m['std'][k]:.{d}f}")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        if self.uniform:
-            u = self.uniform
-            lines.append("| uniform weights | " + " | ".join(["–"] * (len(cols) - 2)) +
-                         f" | {u['attention_hit_uniform']:.3f} | {u['attention_hit_any_uniform']:.3f} |")
-        return "\n".join(lines)
+        return summary_table(self.summary(), self.uniform, digits)
 
     def to_json(self, path: str | os.PathLike) -> None:
         write_atomic(path, json.dumps({"rows": self.rows, "uniform": self.uniform, "summary": self.summary(),
@@ -141,6 +124,27 @@ class Results:
 
 
 # ------------------------------------------------------------------ ground truth
+
+TABLE_COLUMNS = (("t2v_r1", "R@1"), ("t2v_r5", "R@5"), ("t2v_r10", "R@10"), ("t2v_mdr", "MdR"), ("t2v_mnr", "MnR"),
+                 ("sumr", "SumR"), ("v2t_r1", "v2t R@1"), ("attention_hit", "att. hit"),
+                 ("attention_hit_any", "att. hit any"))
+
+
+def summary_table(summary: dict, uniform: dict | None = None, digits: int = 1) -> str:
+    """Markdown: one row per model, mean ± std over seeds (attention hits to 3 digits), and the uniform-weight
+    reference row when the toy truth was there. `Results.markdown` and the bench print it."""
+    rows = []
+    for name, m in summary.items():
+        cells = [name]
+        for k, _ in TABLE_COLUMNS:
+            d = 3 if k.startswith("attention") else digits
+            cells.append("–" if m.get(k) is None else f"{m[k]:.{d}f} ± {m['std'][k]:.{d}f}")
+        rows.append(cells)
+    if uniform and uniform.get("attention_hit_uniform") is not None:
+        rows.append(["uniform weights", *["–"] * (len(TABLE_COLUMNS) - 2), f"{uniform['attention_hit_uniform']:.3f}",
+                     f"{uniform['attention_hit_any_uniform']:.3f}"])
+    return markdown_table(["model", *(c for _, c in TABLE_COLUMNS)], rows)
+
 
 def _truth_sets(fs: FeatureSet, truth: dict | None):
     """Per query: (described native frames, event frames of its video), or None without ground truth."""

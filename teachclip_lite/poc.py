@@ -12,6 +12,7 @@ import numpy as np
 from .encoder import read_model
 from .errors import PROG, UserError, warn
 from .paths import atomic_open, write_atomic
+from .tables import markdown_table
 
 TRAIN_KEYS = {"data": "dataset folder (captions.csv / captions.jsonl / MSR-VTT files)",
               "out": "output folder (checkpoints, metrics, model.pt)",
@@ -289,6 +290,8 @@ def run_eval(model: str | os.PathLike, data: str | os.PathLike, echo: bool = Tru
     import torch
     import torch.nn.functional as F
 
+    from .heads import mean_pool
+
     from .backbone import BackboneConfig, load_backbone, resolve_weights
     from .metrics import retrieval_metrics
     from .train import evaluate_student
@@ -305,18 +308,16 @@ def run_eval(model: str | os.PathLike, data: str | os.PathLike, echo: bool = Tru
         warn(f"no 'test' split in {ds.source}: evaluating on all {len(fs.texts)} captions")
     part = fs.split(split) if split else fs
     metrics, _, _ = evaluate_student(student, part)
-    v = F.normalize(F.normalize(part.videos.frames, dim=-1).mul(part.videos.mask[..., None]).sum(1), dim=-1)
+    v = mean_pool(F.normalize(part.videos.frames, dim=-1), part.videos.mask)
     zero = retrieval_metrics(F.normalize(part.texts.sentence, dim=-1) @ v.T, part.texts.video)
     cols = [("t2v_r1", "R@1"), ("t2v_r5", "R@5"), ("t2v_r10", "R@10"), ("t2v_mdr", "MdR"), ("t2v_mnr", "MnR"),
             ("sumr", "SumR"), ("v2t_r1", "v2t R@1")]
     name = (torch.load(model, map_location="cpu", weights_only=True).get("teachclip_lite") or {}).get("model") \
         or student.cfg.kind
-    lines = ["| model | " + " | ".join(c for _, c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    lines += [f"| {n} | " + " | ".join(f"{m[k]:.1f}" for k, _ in cols) + " |"
-              for n, m in ((name, metrics), ("backbone meanP, zero-shot", zero))]
+    table = markdown_table(["model", *(c for _, c in cols)], [[n, *(f"{m[k]:.1f}" for k, _ in cols)] for n, m in
+                                                               ((name, metrics), ("backbone meanP, zero-shot", zero))])
     if echo:
         print(f"text-to-video retrieval, {len(part.texts)} queries over {len(part.videos)} videos "
               f"({split or 'all'} split of {data}):")
-        print("\n".join(lines))
-    return {"student": metrics, "zero_shot_meanP": zero, "split": split or "all", "name": name,
-            "table": "\n".join(lines)}
+        print(table)
+    return {"student": metrics, "zero_shot_meanP": zero, "split": split or "all", "name": name, "table": table}

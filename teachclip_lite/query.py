@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 from open_clip.transformer import ResidualAttentionBlock
 
+from .heads import zero_init
+
 QUERIES = ("sentence", "words")
 
 
@@ -38,8 +40,7 @@ class QueryEncoder(nn.Module):
         self.block = ResidualAttentionBlock(dim, self.heads) if kind == "words" else None
         if self.block is not None:
             for m in (self.block.attn.out_proj, self.block.mlp.c_proj):   # starts as the identity
-                nn.init.zeros_(m.weight)
-                nn.init.zeros_(m.bias)
+                zero_init(m)
 
     def forward(self, sentence: torch.Tensor, words: torch.Tensor | None, word_mask: torch.Tensor | None):
         if self.block is None:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .paths import PROJECT_ROOT, RUNS_DIR, write_atomic
+from .tables import markdown_table
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 NOTEBOOKS = ("00_setup_and_toy_world", "01_teacher_scoring", "02_coarse_vs_fine_distillation",
@@ -198,18 +199,18 @@ def failed_claims(claims: list[dict]) -> list[dict]:
 def report(runs: list[dict], claims: list[dict], total: float, profile: str) -> str:
     """Markdown: time per notebook, then every claim with what it measured and whether it holds."""
     lines = [f"## teachclip-lite lessons ({profile} parameters), {total:.0f} s in all", "",
-             "| notebook | seconds | status |", "|---|---|---|"]
-    for r in runs:
-        lines.append(f"| {r['notebook']} | {_fmt(r.get('seconds'), 0)} | {r['status']} |")
+             markdown_table(["notebook", "seconds", "status"], [[r["notebook"], _fmt(r.get("seconds"), 0), r["status"]]
+                                                                for r in runs])]
     bad = failed_claims(claims)
-    lines += ["", f"### Claims: {sum(c['holds'] for c in claims if c['checked'])} of "
-                  f"{sum(c['checked'] for c in claims)} checked claims hold"
-                  + (f" ({len(bad)} do not)" if bad else ""), "",
-              "| lesson | claim | measured | holds |", "|---|---|---|---|"]
+    rows = []
     for c in claims:
         measured = "; ".join(f"{k} {_value(v)}" for k, v in c["measured"].items())
         mark = ("yes" if c["holds"] else "**NO**") if c["checked"] else ("(yes)" if c["holds"] else "(no)") + " not checked"
-        lines.append(f"| {c['lesson'][:2]} | {c['claim']} | {measured} | {mark} |")
+        rows.append([c["lesson"][:2], c["claim"], measured, mark])
+    lines += ["", f"### Claims: {sum(c['holds'] for c in claims if c['checked'])} of "
+                  f"{sum(c['checked'] for c in claims)} checked claims hold"
+                  + (f" ({len(bad)} do not)" if bad else ""), "",
+              markdown_table(["lesson", "claim", "measured", "holds"], rows)]
     return "\n".join(lines)
 
 

@@ -43,11 +43,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, Transformer
 
+from .heads import ADAPTERS, residual_head
 from .paths import atomic_open
 from .query import QUERIES, QueryEncoder
 
 KINDS = ("meanP", "seqTransf", "afa", "seqTransf_afa")
-ADAPTERS = ("none", "linear", "mlp")
 ACTS = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
 
 
@@ -84,19 +84,6 @@ class StudentConfig:
     @property
     def uses_afa(self) -> bool:
         return self.kind in ("afa", "seqTransf_afa")
-
-
-def _adapter(kind: str, dim: int) -> nn.Module | None:
-    """A residual head x + h(x) whose last layer starts at zero: training starts from plain CLIP."""
-    if kind == "none":
-        return None
-    return _zero(nn.Linear(dim, dim)) if kind == "linear" else nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), _zero(nn.Linear(2 * dim, dim)))
-
-
-def _zero(layer: nn.Linear) -> nn.Linear:
-    nn.init.zeros_(layer.weight)
-    nn.init.zeros_(layer.bias)
-    return layer
 
 
 def _clip4clip_init(module: nn.Module) -> None:
@@ -165,8 +152,8 @@ class Student(nn.Module):
         self.cfg = cfg
         d = cfg.dim
         self.query = QueryEncoder(d, cfg.query) if cfg.query != "sentence" else None
-        self.text_adapter = _adapter(cfg.adapter, d)
-        self.frame_adapter = _adapter(cfg.adapter, d)
+        self.text_adapter = residual_head(cfg.adapter, d)
+        self.frame_adapter = residual_head(cfg.adapter, d)
         self.temporal = TemporalModule(d, cfg.num_frames, cfg.layers, cfg.heads, cfg.act) if cfg.uses_temporal else None
         if self.temporal is not None and init is not None and init["blocks"][0]["ln_1.weight"].shape[0] == d \
                 and init["heads"] == self.temporal.heads:

@@ -42,32 +42,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .features import TextFeatures, VideoFeatures
+from .heads import mean_pool, residual_head
 from .paths import atomic_open
 from .query import QueryEncoder
 from .student import TemporalModule
 
 TEACHERS = ("xpool", "xclip", "ts2net")
 DEFAULT_TEACHERS = ("xclip", "ts2net")   # who teaches the student in every official config but ActivityNet/DiDeMo
-ADAPTERS = ("none", "linear", "mlp")
 NEG = -1e4  # masked logit; finite so an all-masked row cannot turn into NaN
-
-
-def _zero_out(d_in: int, d_out: int) -> nn.Linear:
-    layer = nn.Linear(d_in, d_out)
-    nn.init.zeros_(layer.weight)
-    nn.init.zeros_(layer.bias)
-    return layer
-
-
-def _input_head(kind: str, dim: int) -> nn.Module | None:
-    """Residual head h on an input feature, x + h(x), last layer zero: the stand-in for fine-tuning CLIP."""
-    if kind == "none":
-        return None
-    if kind == "linear":
-        return _zero_out(dim, dim)
-    if kind == "mlp":
-        return nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), _zero_out(2 * dim, dim))
-    raise ValueError(f"teacher adapter {kind!r} is not one of {ADAPTERS}")
 
 
 def _adapt(x: torch.Tensor, head: nn.Module | None) -> torch.Tensor:
@@ -253,8 +235,8 @@ class XPoolTeacher(Teacher):
                  dropout: float = 0.3, relevance_temperature: float = 1.0, query: str = "sentence"):
         super().__init__(dim, num_frames, logit_scale, query)
         self.relevance_temperature = relevance_temperature
-        self.text = _input_head(adapter, dim)
-        self.frame = _input_head(adapter, dim)
+        self.text = residual_head(adapter, dim)
+        self.frame = residual_head(adapter, dim)
         self.layer_norm1, self.layer_norm2, self.layer_norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (_identity_linear(dim) for _ in range(4))
         self.linear_proj = _identity_linear(dim)
@@ -335,8 +317,8 @@ class XClipTeacher(Teacher):
                  relevance_temperature: float = 1.0, act: str = "quick_gelu", query: str = "sentence"):
         super().__init__(dim, num_frames, logit_scale, query)
         self.num_words, self.temperature, self.relevance_temperature = num_words, temperature, relevance_temperature
-        self.text = _input_head(adapter, dim)
-        self.frame = _input_head(adapter, dim)
+        self.text = residual_head(adapter, dim)
+        self.frame = residual_head(adapter, dim)
         self.temporal = TemporalModule(dim, num_frames, layers, heads, act)
         self.global_mat_weight, self.local_mat_weight = _eye(dim), _eye(dim)
         self.word_logit_weight, self.frame_logit_weight = _eye(num_words), _eye(num_frames)
@@ -358,7 +340,7 @@ class XClipTeacher(Teacher):
         f = _adapt(self._in(frames), self.frame)
         m = mask[..., None].to(f.dtype)
         seq = F.normalize(self.temporal(f, mask), dim=-1)
-        video = F.normalize((seq * m).sum(1) / m.sum(1).clamp(min=1), dim=-1)
+        video = mean_pool(seq, mask)
         return {"f": F.normalize(f, dim=-1) * m, "v": video, "mask": mask}
 
     def _attend(self, sims: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor, dim: int) -> torch.Tensor:
@@ -485,8 +467,8 @@ class TS2NetTeacher(Teacher):
         self.top_k, self.num_samples, self.sigma = top_k, num_samples, sigma
         self.use_shift, self.shift_div, self.pool_scale = token_shift, shift_div, pool_scale
         self.relevance_temperature = relevance_temperature
-        self.text = _input_head(adapter, dim)
-        self.frame = _input_head(adapter, dim)
+        self.text = residual_head(adapter, dim)
+        self.frame = residual_head(adapter, dim)
         h = max(1, dim // 2)
         self.score_in = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, h, bias=False), nn.GELU())
         self.score_out = nn.Sequential(nn.Linear(2 * h, h, bias=False), nn.GELU(), nn.Linear(h, 1, bias=False),

@@ -22,6 +22,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from . import tables
+
 WIDTH = 920                       # figure width in pixels: fits JupyterLab and the HTML export
 TRUTH = "rgb(44,160,44)"          # frames a caption describes (ground truth)
 FILLER_DIM = 0.45                 # frames that show nothing are drawn at this brightness
@@ -443,11 +445,10 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str]], digits: int
             return "–"
         if isinstance(v, float):
             return f"{v:.{digits if abs(v) >= 1 or v == 0 else 3}f}"
-        return str(v).replace("|", "\\|")
+        return str(v)
 
-    lines = ["| " + " | ".join(label for _, label in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(k)) for k, _ in columns) + " |" for r in rows]
-    return Markdown("\n".join(lines))
+    return Markdown(tables.markdown_table([label for _, label in columns],
+                                          [[cell(r.get(k)) for k, _ in columns] for r in rows]))
 
 
 def key_values(values: dict, digits: int = 3):
