@@ -50,6 +50,7 @@ class BackboneConfig:
     name: str = "toy"
     pretrained: str | None = None
     device: str | None = None
+    precision: str = "fp32"      # "fp32" | "bf16" | "auto" (precision.py); not fp32: the key says so
 
 
 def default_device() -> str:
@@ -139,8 +140,10 @@ def resolve_weights(cfg: BackboneConfig) -> tuple[str, str | None, str]:
 class Backbone:
     """A frozen open_clip model with the four encoders the kit needs."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, name: str, key: str, device: str):
+    def __init__(self, model: torch.nn.Module, tokenizer, name: str, key: str, device: str, precision: str = "fp32"):
         self.model, self.tokenizer, self.name, self.key, self.device = model.eval(), tokenizer, name, key, device
+        self.precision = precision                     # resolved: "fp32", "bf16" (weights cast) or "auto" (CUDA)
+        self.dtype = next(model.parameters()).dtype
         pp = open_clip.get_model_preprocess_cfg(model)
         size = pp.get("size", 224)
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -159,8 +162,9 @@ class Backbone:
         return float(self.model.logit_scale.exp())
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.float16) if self.device.startswith("cuda") else \
-            torch.autocast("cpu", enabled=False)
+        from .precision import autocast
+
+        return autocast(self.precision, self.device)
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [N,3,S,S] -> normalised float, resized to the model's input size if needed."""
@@ -168,7 +172,7 @@ class Backbone:
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", antialias=True,
                               align_corners=False)
-        return (x - self.mean) / self.std
+        return ((x - self.mean) / self.std).to(self.dtype)
 
     def encode_frames(self, frames: torch.Tensor, patches: bool = False):
         """uint8 frames [N,3,S,S] -> (embeddings [N,D], projected patch tokens [N,P,D] or None), float32 on CPU."""
@@ -219,8 +223,11 @@ def _encode_text_tokens(model, tokens: torch.Tensor, autocast=None):
 
 def load_backbone(cfg: BackboneConfig = BackboneConfig()) -> Backbone:
     """Build the open_clip model the config names, with its weights, frozen and in eval mode."""
+    from .precision import dtype_of, resolve
+
     name, pretrained, key = resolve_weights(cfg)
     device = cfg.device or default_device()
+    precision = resolve(cfg.precision, device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import logging
@@ -234,7 +241,11 @@ def load_backbone(cfg: BackboneConfig = BackboneConfig()) -> Backbone:
                                 f"{str(e).splitlines()[0][:200]})") from None
         finally:
             logging.getLogger().setLevel(level)
-    return Backbone(model, open_clip.get_tokenizer(name), name, key, device)
+    if precision == "bf16":   # the weights themselves: faster than autocasting fp32 weights op by op
+        model = model.to(dtype_of(precision))
+    if precision != "fp32":
+        key = f"{key}@{precision}"   # features and indexes computed in another format are kept apart
+    return Backbone(model, open_clip.get_tokenizer(name), name, key, device, precision)
 
 
 # ---------------------------------------------------------------- toy CLIP pretraining

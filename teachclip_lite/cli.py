@@ -29,6 +29,7 @@ from .errors import PROG, UserError, one_line, shown
 from .ingest import build_index
 from .search import search_index
 from .poc import TRAIN_KEYS, run_eval, run_train
+from .precision import PRECISIONS
 
 
 # ---------------------------------------------------------------------- the command line
@@ -86,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
                                                                   "(default: openai)")
     pi.add_argument("--model", metavar="CHECKPOINT", help="a trained TeachCLIP student (OUT/model.pt of `train`)")
     pi.add_argument("--frames", type=_positive, metavar="N", help="frames sampled per video (default 12, or the model's)")
+    pi.add_argument("--precision", choices=PRECISIONS, default=None,
+                    help="number format of the backbone: auto (bf16 on CPUs with bf16 matrix instructions, autocast "
+                         "on CUDA), fp32 or bf16; default: the index's own, else auto")
     pi.add_argument("--retry-failed", action="store_true",
                     help="try again the files that failed in an earlier run, even if they did not change")
     pi.add_argument("--verify", action="store_true",
@@ -100,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     ps.add_argument("query", metavar="QUERY", help="what you are looking for, in words (quote it)")
     ps.add_argument("-k", type=_positive, default=5, help="how many results (default 5)")
     ps.add_argument("--json", action="store_true", help='print a JSON list of {"rank", "score", "video"}')
+    ps.add_argument("--precision", choices=PRECISIONS, default=None,
+                    help="check the query is encoded in this format (default: the index's, which is the only one "
+                         "allowed)")
     ps.set_defaults(func=_cmd_search)
 
     pt = sub.add_parser("train", parents=[common], help="train teachers, then the TeachCLIP student",
@@ -123,6 +130,8 @@ def _parser() -> argparse.ArgumentParser:
     pe.add_argument("--model", required=True, metavar="CHECKPOINT", help="a student written by `train` (OUT/model.pt)")
     pe.add_argument("--data", required=True, metavar="DATASET_DIR",
                     help="videos + captions.csv in the kit's format (data/README.md)")
+    pe.add_argument("--precision", choices=PRECISIONS, default=None,
+                    help="number format of the backbone (default: the one the model was trained with)")
     pe.set_defaults(func=_cmd_eval)
     for name, (_, what) in TOOLS.items():   # listed here; `main` hands their arguments to the tool itself
         sub.add_parser(name, help=what, add_help=False)
@@ -151,7 +160,8 @@ def _cmd_index(a) -> int:
                        code=2)
     if not Path(a.video_dir).is_dir():
         raise UserError(f"{a.video_dir}: no such folder (give the folder that holds your videos)")
-    encoder = load_encoder(a.toy, a.backbone, a.pretrained, a.model, a.frames)
+    encoder = load_encoder(a.toy, a.backbone, a.pretrained, a.model, a.frames,
+                           a.precision or _index_precision(out) or "auto")
     r = build_index(a.video_dir, out, encoder, retry_failed=a.retry_failed)
     rate = f"{r.embedded / r.seconds:.1f} videos/s, {r.frames / r.seconds:.0f} frames/s" if r.embedded else ""
     if r.broken_links:
@@ -175,8 +185,18 @@ def _cmd_index(a) -> int:
     return 0
 
 
+def _index_precision(out: Path) -> str | None:
+    """The number format an existing index was built in (a re-run keeps it unless told otherwise)."""
+    from .index import Index, IndexFormatError
+
+    try:
+        return (Index.load(out, verify=False).config.get("encoder") or {}).get("precision", "fp32")
+    except (IndexFormatError, OSError):
+        return None
+
+
 def _cmd_search(a) -> int:
-    hits = [{**h, "video": shown(h["video"])} for h in search_index(a.index_dir, a.query, a.k)]
+    hits = [{**h, "video": shown(h["video"])} for h in search_index(a.index_dir, a.query, a.k, precision=a.precision)]
     if a.json:
         print(json.dumps(hits, ensure_ascii=False))
     else:
@@ -191,7 +211,7 @@ def _cmd_train(a) -> int:
 
 
 def _cmd_eval(a) -> int:
-    run_eval(a.model, a.data)
+    run_eval(a.model, a.data, precision=a.precision)
     return 0
 
 

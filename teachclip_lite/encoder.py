@@ -61,7 +61,7 @@ class Encoder:
 def describe_spec(spec: dict) -> str:
     how = f"student {spec.get('model')} ({spec.get('student_kind')})" if spec.get("pooling") == "student" \
         else "mean pooling"
-    return f"backbone {spec.get('backbone')}, {spec.get('frames')} frames, {how}"
+    return f"backbone {spec.get('backbone')}, {spec.get('frames')} frames, {how}, {spec.get('precision', 'fp32')}"
 
 
 def same_encoder(a: dict, b: dict) -> bool:
@@ -108,15 +108,18 @@ def read_model(path: str | os.PathLike):
 
 
 def load_encoder(toy: bool = False, backbone: str | None = None, pretrained: str | None = None,
-                 model: str | os.PathLike | None = None, frames: int | None = None) -> Encoder:
-    """The encoder the `index` flags describe (defaults: ViT-B-32 with the `openai` weights, 12 frames)."""
+                 model: str | os.PathLike | None = None, frames: int | None = None,
+                 precision: str = "fp32") -> Encoder:
+    """The encoder the `index` flags describe (defaults: ViT-B-32 with the `openai` weights, 12 frames, fp32;
+    `precision` "bf16" or "auto" computes the backbone in bf16, precision.py). A student trained on fp32
+    features may be served in bf16."""
     from .backbone import BackboneConfig, file_digest, load_backbone, resolve_weights
 
     student, model_sha, kind = None, None, None
     if model is not None:
         student, meta = read_model(model)
         student.eval()
-        cfg = BackboneConfig(meta["name"], meta.get("pretrained"))
+        cfg = BackboneConfig(meta["name"], meta.get("pretrained"), precision=precision)
         model_sha = file_digest(Path(model), 16)
         kind = student.cfg.kind
         frames = frames or student.cfg.num_frames
@@ -124,13 +127,13 @@ def load_encoder(toy: bool = False, backbone: str | None = None, pretrained: str
             raise UserError(f"{model}: this student was trained with {student.cfg.num_frames} frames and has a "
                            f"temporal module; use --frames {student.cfg.num_frames} or fewer")
         key = resolve_weights(cfg)[2]
-        if meta.get("key") and meta["key"] != key:
+        if meta.get("key") and meta["key"].split("@")[0] != key:   # the weights, whatever the number format
             raise UserError(f"{model}: trained on backbone {meta['key']}, but that backbone now loads as {key} "
                            "(its weights changed); retrain, or restore the original backbone weights")
     elif toy:
-        cfg = BackboneConfig("toy")
+        cfg = BackboneConfig("toy", precision=precision)
     else:
-        cfg = BackboneConfig(backbone or "ViT-B-32", pretrained)
+        cfg = BackboneConfig(backbone or "ViT-B-32", pretrained, precision=precision)
     frames = 12 if frames is None else int(frames)
     if frames < 1:
         raise UserError(f"--frames must be at least 1 (got {frames})")
@@ -144,12 +147,14 @@ def load_encoder(toy: bool = False, backbone: str | None = None, pretrained: str
     spec = {"backbone": bb.key, "backbone_name": cfg.name, "pretrained": pre, "frames": int(frames),
             "size": int(bb.image_size), "pooling": "student" if student is not None else "meanP",
             "model": str(Path(model).resolve()) if model is not None else None, "model_sha": model_sha,
-            "student_kind": kind}
+            "student_kind": kind, "precision": bb.precision}
     return Encoder(bb, student, int(frames), spec)
 
 
-def encoder_from_spec(spec: dict) -> Encoder:
-    """Rebuild the encoder an index was built with (for `search`), checking nothing changed under it."""
+def encoder_from_spec(spec: dict, precision: str | None = None) -> Encoder:
+    """Rebuild the encoder an index was built with (for `search`), checking nothing changed under it; a query
+    is encoded in the index's precision (another `precision` is refused: scores would not be comparable)."""
+    from .precision import resolve
     from .backbone import BackboneConfig, file_digest, load_backbone
 
     student = None
@@ -161,7 +166,11 @@ def encoder_from_spec(spec: dict) -> Encoder:
             raise UserError(f"{path}: the model changed since this index was built; re-index with it")
         student, _ = read_model(path)
         student.eval()
-    bb = load_backbone(BackboneConfig(spec["backbone_name"], spec.get("pretrained")))
+    built = spec.get("precision", "fp32")
+    if precision is not None and resolve(precision) != built:
+        raise UserError(f"this index was built in {built}; search it in {built} (leave out --precision), or "
+                        f"re-index with --precision {precision} into a new --out")
+    bb = load_backbone(BackboneConfig(spec["backbone_name"], spec.get("pretrained"), precision=built))
     if bb.key != spec["backbone"]:
         raise UserError(f"the index was built with backbone {spec['backbone']}, but it now loads as {bb.key} "
                        "(its weights changed); re-index")

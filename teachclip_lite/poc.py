@@ -12,6 +12,7 @@ import numpy as np
 from .encoder import read_model
 from .errors import PROG, UserError, warn
 from .paths import atomic_open, write_atomic
+from .precision import PRECISIONS
 from .tables import markdown_table
 
 TRAIN_KEYS = {"data": "dataset folder (captions.csv / captions.jsonl / MSR-VTT files)",
@@ -19,6 +20,7 @@ TRAIN_KEYS = {"data": "dataset folder (captions.csv / captions.jsonl / MSR-VTT f
               "backbone": "'toy' or an open_clip model name (default ViT-B-32)",
               "pretrained": "open_clip tag or checkpoint path (default: openai; the toy checkpoint for 'toy')",
               "frames": "frames sampled per video (default 12)", "seed": "random seed (default 0)",
+              "precision": "number format of the backbone's features: fp32 (default), bf16 or auto",
               "models": "which models to train (default [meanP, teachclip])",
               "teachers": "teachers of the TeachCLIP student (default xclip and ts2net, as the official configs)",
               "train": "TrainConfig fields (epochs, batch_size, lr, ...)",
@@ -84,6 +86,8 @@ def _check_settings(path: Path, cfg: dict) -> None:
     for key in ("backbone", "pretrained"):
         if cfg.get(key) is not None and not isinstance(cfg[key], str):
             raise UserError(f"{path}: {key}: expected a name or a path, got {cfg[key]!r}")
+    if cfg.get("precision") is not None and cfg["precision"] not in PRECISIONS:
+        raise UserError(f"{path}: precision: expected one of {', '.join(PRECISIONS)}, got {cfg['precision']!r}")
     for key in ("models", "teachers"):
         v = cfg.get(key)
         if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
@@ -237,12 +241,12 @@ def run_train(config_path: str | os.PathLike, echo: bool = True) -> Path:
 
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
-    bcfg = BackboneConfig(cfg.get("backbone") or "ViT-B-32", cfg.get("pretrained"))
+    bcfg = BackboneConfig(cfg.get("backbone") or "ViT-B-32", cfg.get("pretrained"), precision=cfg.get("precision") or "fp32")
     backbone = load_backbone(bcfg)
     pre = bcfg.pretrained
     if pre and Path(pre).expanduser().is_file():
         pre = str(Path(pre).expanduser().resolve())
-    meta = {"name": bcfg.name, "pretrained": pre, "key": backbone.key}
+    meta = {"name": bcfg.name, "pretrained": pre, "key": backbone.key, "precision": backbone.precision}
     write_atomic(out / "backbone.json", json.dumps({**meta, "frames": frames}, indent=1).encode())
     ds = _load_data(cfg["data"], backbone)
     from .teachers import build_teacher
@@ -283,7 +287,7 @@ def run_train(config_path: str | os.PathLike, echo: bool = True) -> Path:
     return model
 
 
-def run_eval(model: str | os.PathLike, data: str | os.PathLike, echo: bool = True) -> dict:
+def run_eval(model: str | os.PathLike, data: str | os.PathLike, echo: bool = True, precision: str | None = None) -> dict:
     """The student's retrieval metrics on a dataset (its test split, else every caption), beside
     the backbone's zero-shot mean pooling (CLIP4Clip meanP without training) for reference:
     {student, zero_shot_meanP, split, name (the trained model's name), table (Markdown; `echo`: printed)}."""
@@ -297,8 +301,8 @@ def run_eval(model: str | os.PathLike, data: str | os.PathLike, echo: bool = Tru
     from .train import evaluate_student
 
     student, meta = read_model(model)
-    bcfg = BackboneConfig(meta["name"], meta.get("pretrained"))
-    if meta.get("key") and resolve_weights(bcfg)[2] != meta["key"]:
+    bcfg = BackboneConfig(meta["name"], meta.get("pretrained"), precision=precision or meta.get("precision") or "fp32")
+    if meta.get("key") and resolve_weights(bcfg)[2] != meta["key"].split("@")[0]:
         raise UserError(f"{model}: trained on backbone {meta['key']}, which now loads with other weights; retrain")
     backbone = load_backbone(bcfg)
     ds = _load_data(data, backbone)

@@ -121,7 +121,8 @@ def search_checks(found: list[dict], expected: dict[str, str]) -> dict:
 
 # ---------------------------------------------------------------------- an index folder
 
-def search_index(index_dir: str | os.PathLike, query: str, k: int = 5, encoder=None) -> list[dict]:
+def search_index(index_dir: str | os.PathLike, query: str, k: int = 5, encoder=None,
+                 precision: str | None = None) -> list[dict]:
     """The k best videos for a text query: [{"rank", "score" (cosine), "video"}], best first.
 
     Equal scores are ordered by path (the index's row order), so results are deterministic.
@@ -151,7 +152,7 @@ def search_index(index_dir: str | os.PathLike, query: str, k: int = 5, encoder=N
         raise UserError("the query is empty; describe what you look for, e.g. \"a person opens a door\"")
     if k < 1:
         raise UserError(f"-k must be at least 1 (got {k})")
-    encoder = encoder or encoder_from_spec(index.config["encoder"])
+    encoder = encoder or encoder_from_spec(index.config["encoder"], precision)
     n_tok, ctx = encoder.backbone.count_tokens(query), encoder.backbone.context_length
     if n_tok > ctx:
         warn(f"the query is {n_tok} tokens long; only the first {ctx} (the tokenizer's context) are used")

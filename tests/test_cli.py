@@ -445,3 +445,28 @@ def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
     line, code = cli._explain(e.value)
     assert code == 1 and str(tmp_path / "out" / "vectors.json") in line and "free some space" in line
     assert not list((tmp_path / "out").iterdir())   # no temp file left behind
+
+
+# ---------------------------------------------------------------- precision (issue 14)
+
+def test_the_index_records_its_precision_and_refuses_mixing(tiny_toy, tmp_path, capsys):
+    videos = tmp_path / "v"
+    _clips(tiny_toy, videos, 3)
+    rc, out, err = run(capsys, "index", videos, "--out", tmp_path / "b", "--precision", "bf16", *TOY)
+    assert rc == 0 and "bf16" in out, err
+    assert Index.load(tmp_path / "b").config["encoder"]["precision"] == "bf16"
+    rc, out, _ = run(capsys, "index", videos, "--out", tmp_path / "b", *TOY)   # a re-run keeps the index's format
+    assert rc == 0 and "0 embedded now; 3 unchanged" in out
+    rc, _, err = run(capsys, "index", videos, "--out", tmp_path / "b", "--precision", "fp32", *TOY)
+    assert rc == 1 and "holds an index built with" in _error_line(err) and "bf16" in _error_line(err)
+    rc, _, err = run(capsys, "search", tmp_path / "b", "a red circle", "--precision", "fp32")
+    assert rc == 1 and "this index was built in bf16" in _error_line(err)
+    rc, out, _ = run(capsys, "search", tmp_path / "b", "a red circle", "-k", "3")
+    assert rc == 0 and len(out.splitlines()) == 3
+    rc, _, _ = run(capsys, "index", videos, "--out", tmp_path / "f", "--precision", "fp32", *TOY)
+    a, b = Index.load(tmp_path / "f").vectors, Index.load(tmp_path / "b").vectors
+    assert rc == 0 and float((a * b).sum(1).min()) >= 0.999   # bf16 vectors: within 0.001 cosine of fp32
+    first = a.copy()
+    shutil.rmtree(tmp_path / "f")
+    assert run(capsys, "index", videos, "--out", tmp_path / "f", "--precision", "fp32", *TOY)[0] == 0
+    np.testing.assert_array_equal(Index.load(tmp_path / "f").vectors, first)   # fp32 stays bit-stable
