@@ -77,12 +77,16 @@ class BenchConfig:
     experiment: object = None         # experiments.ExperimentConfig; None: its defaults (or quick())
     quick: bool = False
     seed: int = 0
+    encoding: bool = True             # the `encoding` section: bf16 against fp32 for the toy CLIP and ViT-B-32
+    encode_batch: int = 48            # frames per timed encoder call
+    encode_backbones: tuple[str, ...] = ("toy", "ViT-B-32")
 
     @classmethod
     def quick_config(cls, **kw) -> "BenchConfig":
         """Small N, few repeats, one-seed two-epoch quality: about a minute on a quiet 2-core machine."""
         base = dict(sizes=(1_000, 10_000), teacher_sizes=(1_000,), repeats=2, single_queries=4,
-                    rss_size=20_000, faiss_sizes=(10_000,), faiss_nprobe=(8, 64), quick=True)
+                    rss_size=20_000, faiss_sizes=(10_000,), faiss_nprobe=(8, 64), quick=True, encode_batch=8,
+                    encode_backbones=("toy",))
         return cls(**{**base, **kw})
 
 
@@ -320,6 +324,54 @@ def _rss_probe(folder: str, k: int, batch: int, dim: int) -> None:
                       "index_mib": index.vectors.nbytes / 2 ** 20, "batched_ms_per_query": 1e3 * secs / batch}))
 
 
+def roofline(size: int = 2048, repeats: int = 3) -> dict:
+    """What one matrix product reaches here, in GFLOP/s, in fp32 and in bf16 (torch's thread count)."""
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+        t = best_times({"mm": lambda: a @ b}, repeats)["mm"]
+        out[f"{name}_gflops"] = 2 * size ** 3 / t / 1e9
+    return out
+
+
+def encoding(cfg: BenchConfig, log=print) -> dict:
+    """Encoders in fp32 and bf16 (precision.py), measured: frames per second at `encode_batch` frames a call,
+    the share of the matmul roofline that is (the frame encoder's FLOPs counted by torch), the cosine of each
+    bf16 frame embedding with its fp32 one (the worst), and one query's text encoding in ms. ViT-B-32 runs
+    with random weights: speed and agreement do not depend on the values."""
+    from .backbone import BackboneConfig, load_backbone
+
+    roof = roofline(repeats=cfg.repeats)
+    log(f"roofline: fp32 {roof['fp32_gflops']:.0f} GFLOP/s, bf16 {roof['bf16_gflops']:.0f} GFLOP/s")
+    out = {"roofline": roof, "query_ms": {}}
+    g = torch.Generator().manual_seed(cfg.seed)
+    for name in cfg.encode_backbones:
+        pretrained = "random" if name != "toy" else None
+        per, emb = {}, {}
+        fp32 = load_backbone(BackboneConfig(name, pretrained))
+        frames = torch.randint(0, 256, (cfg.encode_batch, 3, fp32.image_size, fp32.image_size), generator=g,
+                               dtype=torch.uint8)
+        flops = count_flops(lambda: fp32.model.encode_image(fp32.preprocess(frames[:1])))
+        for precision in ("fp32", "bf16"):
+            bb = fp32 if precision == "fp32" else load_backbone(BackboneConfig(name, pretrained, precision=precision))
+            emb[precision] = bb.encode_frames(frames)[0]
+            secs = best_times({"enc": lambda: bb.encode_frames(frames)}, max(2, cfg.repeats // 2))["enc"]
+            fps = cfg.encode_batch / secs
+            query = ["a person opens a door and walks into a bright kitchen"]
+            per[precision] = {"frames_per_s": fps, "gflops_per_frame": flops / 1e9,
+                              "share_of_roofline": fps * flops / 1e9 / roof[f"{precision}_gflops"]}
+            out["query_ms"].setdefault(name, {})[precision] = 1e3 * best_times(
+                {"q": lambda: bb.encode_text(query)}, cfg.repeats)["q"]
+        cos = torch.nn.functional.cosine_similarity(emb["fp32"], emb["bf16"], dim=-1)
+        per["bf16"]["cos_vs_fp32"] = float(cos.min())
+        per["fp32"]["cos_vs_fp32"] = 1.0
+        out[name] = per
+        log(f"encoding {name}: " + "; ".join(f"{p} {v['frames_per_s']:.0f} frames/s "
+                                             f"({100 * v['share_of_roofline']:.0f}% of its roofline)"
+                                             for p, v in per.items()) + f"; bf16 cosine >= {cos.min():.4f}")
+    return out
+
+
 def index_at_scale(cfg: BenchConfig, workdir: Path, log=print) -> dict:
     out = {}
     n = cfg.rss_size
@@ -410,6 +462,8 @@ def run(cfg: BenchConfig, log=print) -> dict:
         result["flops_per_query"] = pair_flops(cfg.dim, cfg.frames, cfg.tokens, cfg.words)
         result["paper_scale"] = paper_scale(log)
         result["index"] = index_at_scale(cfg, Path(tmp), log)
+    if cfg.encoding:
+        result["encoding"] = encoding(cfg, log)
     result["machine"] = machine()
     result["date"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     return result
@@ -490,6 +544,17 @@ def markdown(result: dict) -> str:
                     for p, v in row["nprobe"].items()) + " (random vectors: the hardest case for IVF).")
     else:
         lines.append("faiss: not installed (pip install 'teachclip-lite[faiss]').")
+    enc = result.get("encoding")
+    if enc:
+        r = enc["roofline"]
+        names = [n for n in enc if n not in ("roofline", "query_ms")]
+        lines += ["", f"Encoding (matmul roofline here: fp32 {r['fp32_gflops']:.0f} GFLOP/s, bf16 {r['bf16_gflops']:.0f} "
+                      "GFLOP/s):", "",
+                  markdown_table(["backbone", "precision", "frames/s", "GFLOPs/frame", "share of roofline",
+                                  "worst cosine vs fp32", "one query, ms"],
+                                 [[n, p, f"{v['frames_per_s']:.1f}", f"{v['gflops_per_frame']:.3f}",
+                                   f"{100 * v['share_of_roofline']:.0f}%", f"{v['cos_vs_fp32']:.5f}",
+                                   f"{enc['query_ms'][n][p]:.1f}"] for n in names for p, v in enc[n].items()])]
     lines += ["", "Cost ratios:"] + [f"- {line}" for line in cost_ratios(result)]
     return "\n".join(lines)
 

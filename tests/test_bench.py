@@ -72,9 +72,18 @@ def test_quick_bench_efficiency_storage_flops(quick_run):
     assert "T" in quick_run["date"] and "cores" in quick_run["machine"]
 
 
+def test_encoding_section_compares_bf16_with_fp32(quick_run):
+    enc = quick_run["encoding"]
+    assert enc["roofline"]["fp32_gflops"] > 0 and enc["roofline"]["bf16_gflops"] > 0
+    toy = enc["toy"]
+    assert set(toy) == {"fp32", "bf16"} and all(v["frames_per_s"] > 0 and v["share_of_roofline"] > 0 for v in toy.values())
+    assert toy["bf16"]["cos_vs_fp32"] >= 0.999   # bf16 embeddings agree with fp32 (the bound)
+    assert set(enc["query_ms"]["toy"]) == {"fp32", "bf16"}
+
+
 def test_markdown_reports_every_section(quick_run):
     md = bench.markdown(quick_run)
-    for text in ("| teachclip |", "| 10,000 |", "matmul floor", "bytes stored (paper scale)", "Cost ratios:", "x its FLOPs per (query, video)",
+    for text in ("| teachclip |", "| 10,000 |", "matmul floor", "bytes stored (paper scale)", "Cost ratios:", "x its FLOPs per (query, video)", "Encoding (matmul roofline",
                  "GFLOPs per query", "peak RSS"):
         assert text in md, text
 
