@@ -226,9 +226,11 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def toy_features(root: str | os.PathLike = TOY_DIR, patches: bool = True, num_frames: int = 12,
-                 cache_dir: str | os.PathLike | None = None, progress: bool = True) -> FeatureSet:
-    """The toy world encoded by the kit's toy CLIP (cached after the first call)."""
-    backbone = load_backbone(BackboneConfig("toy"))
+                 cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                 precision: str = "fp32") -> FeatureSet:
+    """The toy world encoded by the kit's toy CLIP (cached after the first call; another precision is
+    another cache entry)."""
+    backbone = load_backbone(BackboneConfig("toy", precision=precision))
     dataset = load_dataset(root)
     return build_features(dataset, backbone, SamplingConfig(num_frames, backbone.image_size), patches,
                           cache_dir, progress)

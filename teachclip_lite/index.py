@@ -459,25 +459,22 @@ def _sha256(data) -> str:
 
 
 def _map_npy(path: Path) -> tuple[mmap.mmap, int, np.ndarray]:
-    """Memory-map a .npy file privately (copy-on-write: writable for torch, the file is never changed)."""
-    with open(path, "rb") as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                           (2, 0): np.lib.format.read_array_header_2_0}[version]
-            shape, fortran, dtype = read_header(f)
-        except (ValueError, KeyError) as e:
-            raise IndexFormatError(f"{path}: not a .npy array ({e})") from None
-        offset = f.tell()
-        if fortran or len(shape) != 2 or dtype.name not in DTYPES:
-            raise IndexFormatError(f"{path}: expected a C-ordered [N, D] float32/float16 array, "
-                                   f"got shape {shape} {dtype}")
-        size = os.fstat(f.fileno()).st_size
-        if size < offset + shape[0] * shape[1] * dtype.itemsize:
-            raise IndexFormatError(f"{path}: truncated ({size} bytes for shape {shape} {dtype})")
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    vectors = np.frombuffer(mm, dtype=dtype, count=shape[0] * shape[1], offset=offset).reshape(shape)
-    return mm, offset, vectors
+    """numpy's own memory map of a .npy file, copy-on-write (writable for torch, the file never changes):
+    (the mapping, for handing pages back; the byte offset of row 0; the [N, D] array)."""
+    try:
+        vectors = np.load(path, mmap_mode="c")
+    except ValueError as e:   # numpy says "mmap length is greater than file size" for a cut file
+        what = "truncated" if "length" in str(e) or "size" in str(e) else "not a .npy array"
+        raise IndexFormatError(f"{path}: {what} ({e})") from None
+    except FileNotFoundError:
+        raise   # a writer cleaning up under a reader: Index.load looks again
+    except (EOFError, OSError) as e:
+        raise IndexFormatError(f"{path}: not a .npy array ({e})") from None
+    if not isinstance(vectors, np.memmap) or vectors.ndim != 2 or not vectors.flags.c_contiguous or \
+            vectors.dtype.name not in DTYPES:
+        raise IndexFormatError(f"{path}: expected a C-ordered [N, D] float32/float16 array, "
+                               f"got shape {vectors.shape} {vectors.dtype}")
+    return vectors._mmap, vectors.offset, vectors
 
 
 # ---------------------------------------------------------------------- optional: faiss
