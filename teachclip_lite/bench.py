@@ -51,9 +51,9 @@ from .index import FaissIndex, Index, faiss_available, single_threaded
 from .paths import write_atomic
 from .search import teacher_search
 from .tables import markdown_table
-from .teachers import TEACHERS
+from .models import get_model, list_models
 
-TEACHER_NAMES = TEACHERS   # teachers.py: the three fine-grained teachers
+TEACHER_NAMES = tuple(get_model(m).architecture for m in list_models("teacher"))   # xpool, xclip, ts2net (models.py)
 PAPER = {"dim": 512, "frames": 12, "tokens": 50, "words": 32, "backbone": "ViT-B-32"}
 
 
