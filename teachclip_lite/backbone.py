@@ -206,19 +206,27 @@ class Backbone:
         return tuple(t.clone() for t in out)
 
 
+def text_tokens(model, tokens: torch.Tensor):
+    """CLIP's text tower, keeping every token (open_clip's encode_text keeps only the EOT one), with gradients
+    when the model trains (finetune.py): (sentence [N,D] = projected EOT token, words [N,L,D], mask [N,L]) on
+    the model's device. `tokens` may be cut after the batch's last EOT: the attention is causal, so the kept
+    positions come out exactly as with the full context."""
+    n = tokens.shape[1]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:n, :n]))
+    proj = model.text_projection
+    x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+    eot = tokens.argmax(dim=-1)  # the EOT token has the largest id in CLIP's vocabulary
+    mask = torch.arange(n, device=tokens.device)[None] <= eot[:, None]
+    return x[torch.arange(len(x), device=x.device), eot], x, mask
+
+
 def _encode_text_tokens(model, tokens: torch.Tensor, autocast=None):
-    """CLIP's text tower, keeping every token (open_clip's encode_text keeps only the EOT one)."""
     autocast = autocast or torch.autocast("cpu", enabled=False)
     with autocast:
-        cast = model.transformer.get_cast_dtype()
-        x = model.token_embedding(tokens).to(cast) + model.positional_embedding.to(cast)
-        x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))
-        proj = model.text_projection
-        x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
-    eot = tokens.argmax(dim=-1)  # the EOT token has the largest id in CLIP's vocabulary
-    mask = torch.arange(tokens.shape[1], device=tokens.device)[None] <= eot[:, None]
-    sentence = x[torch.arange(len(x), device=x.device), eot]
-    return sentence.float().cpu(), x.float().cpu(), mask.cpu()
+        sentence, words, mask = text_tokens(model, tokens)
+    return sentence.float().cpu(), words.float().cpu(), mask.cpu()
 
 
 def load_backbone(cfg: BackboneConfig = BackboneConfig()) -> Backbone:

@@ -121,6 +121,11 @@ def _parser() -> argparse.ArgumentParser:
                         "  pretrained: openai\n  train: {epochs: 10, batch_size: 120}")
     pt.add_argument("--config", required=True, metavar="CONFIG.yaml",
                     help="the settings below, as YAML (data/poc.yaml is an example)")
+    pt.add_argument("--finetune", type=int, default=None, metavar="BLOCKS",
+                    help="train the student end to end from pixels, CLIP's last BLOCKS blocks of each tower with it "
+                         "(-1: all of CLIP; 0: frozen CLIP, heads on cached features, the default); overrides "
+                         "train: {finetune: ...}. On several GPUs: torchrun --standalone --nproc_per_node=N "
+                         "-m teachclip_lite train --config CONFIG.yaml")
     pt.set_defaults(func=_cmd_train)
 
     pe = sub.add_parser("eval", parents=[common], help="retrieval metrics of a trained student on a dataset",
@@ -206,7 +211,7 @@ def _cmd_search(a) -> int:
 
 
 def _cmd_train(a) -> int:
-    run_train(a.config)
+    run_train(a.config, finetune=a.finetune)
     return 0
 
 
@@ -257,8 +262,12 @@ def main(argv: list[str] | None = None) -> int:
             from .index import IndexFormatError
             from .video import VideoDecodeError
 
+            from . import distributed
+
+            distributed.setup()   # under torchrun: join the other ranks (a no-op otherwise)
             try:
-                with _threads(max(1, min(8, os.cpu_count() or 1))):   # every core: 1.7x on 2 (decode overlaps)
+                cores = max(1, (os.cpu_count() or 1) // distributed.size())
+                with _threads(min(8, cores)):   # every core: 1.7x on 2 (decode overlaps)
                     return int(args.func(args) or 0)
             except (BackboneError, DataError, IndexFormatError, VideoDecodeError) as e:
                 raise UserError(str(e)) from e

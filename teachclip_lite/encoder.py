@@ -107,6 +107,16 @@ def read_model(path: str | os.PathLike):
     return student, backbone
 
 
+def use_tuned(backbone, model: str | os.PathLike, sha: str) -> bool:
+    """A student fine-tuned end to end (finetune.py) brings its own CLIP blocks: load them into `backbone`."""
+    from .finetune import apply_tuned
+
+    try:
+        return apply_tuned(backbone, model, sha[:12])
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def load_encoder(toy: bool = False, backbone: str | None = None, pretrained: str | None = None,
                  model: str | os.PathLike | None = None, frames: int | None = None,
                  precision: str = "fp32") -> Encoder:
@@ -138,6 +148,8 @@ def load_encoder(toy: bool = False, backbone: str | None = None, pretrained: str
     if frames < 1:
         raise UserError(f"--frames must be at least 1 (got {frames})")
     bb = load_backbone(cfg)
+    if model is not None:
+        use_tuned(bb, model, model_sha)
     if student is not None and student.cfg.dim != bb.embed_dim:
         raise UserError(f"{model}: the student works on {student.cfg.dim}-d features, the backbone gives "
                        f"{bb.embed_dim}-d; the checkpoint's backbone record is wrong")
@@ -171,6 +183,8 @@ def encoder_from_spec(spec: dict, precision: str | None = None) -> Encoder:
         raise UserError(f"this index was built in {built}; search it in {built} (leave out --precision), or "
                         f"re-index with --precision {precision} into a new --out")
     bb = load_backbone(BackboneConfig(spec["backbone_name"], spec.get("pretrained"), precision=built))
+    if student is not None:
+        use_tuned(bb, path, spec["model_sha"])
     if bb.key != spec["backbone"]:
         raise UserError(f"the index was built with backbone {spec['backbone']}, but it now loads as {bb.key} "
                        "(its weights changed); re-index")

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed
 from .features import FeatureSet, TextFeatures, VideoFeatures
 from .metrics import attention_hit, attention_hit_any
 from .models import get_model, list_models
@@ -87,6 +88,7 @@ def models_dir(cfg: ExperimentConfig, features: FeatureSet, root: str | os.PathL
     `make bench` and the lessons that ask for the same models at the same settings share (resume) them
     instead of training twice; a changed setting gets a fresh folder."""
     settings = {k: v for k, v in asdict(cfg).items() if k in _TRAINING_KEYS}
+    settings.update(train=cfg.train.settings(), teacher_train=cfg.teacher_train.settings())
     key = json.dumps([features.key, _jsonable(settings)], sort_keys=True)
     return Path(root or RUNS_DIR / "models") / hashlib.sha1(key.encode()).hexdigest()[:12]
 
@@ -186,10 +188,12 @@ def _student_spec(name: str, cfg: ExperimentConfig, dim: int, frames: int, logit
 
 
 def run_experiments(cfg: ExperimentConfig, features: FeatureSet, progress: bool = True,
-                    truth: dict | None = None) -> Results:
+                    truth: dict | None = None, backbone=None) -> Results:
     """Train and evaluate every model of `cfg.models` for every seed; returns the tidy table.
 
-    `truth` (toy ground truth, as `toy.load_truth` returns) defaults to `cfg.truth_root`.
+    `truth` (toy ground truth, as `toy.load_truth` returns) defaults to `cfg.truth_root`. With
+    `cfg.train.finetune` the students fine-tune a copy of `backbone` from the features' pixels
+    (finetune.attach_pixels) and are evaluated on what their own CLIP makes of the eval split.
     """
     from tqdm.auto import tqdm
 
@@ -201,10 +205,12 @@ def run_experiments(cfg: ExperimentConfig, features: FeatureSet, progress: bool 
     uniform = {} if sets is None else {"attention_hit_uniform": attention_hit(None, q_indices, sets[0]),
                                        "attention_hit_any_uniform": attention_hit_any(None, q_indices, sets[1])}
     results = Results([], uniform, {"experiment": _jsonable(asdict(cfg))})
-    data = (train_fs, val_fs, eval_fs, sets, q_indices, features.logit_scale)
+    data = (train_fs, val_fs, eval_fs, sets, q_indices, features.logit_scale, backbone)
     workers = max(1, min(cfg.workers, len(cfg.seeds)))
-    if torch.cuda.is_available() or "fork" not in get_all_start_methods():
-        workers = 1   # a forked child cannot use its parent's CUDA context; no fork on Windows
+    if torch.cuda.is_available() or "fork" not in get_all_start_methods() or cfg.train.finetune \
+            or distributed.active():
+        workers = 1   # a forked child cannot use its parent's CUDA context; no fork on Windows; fine-tuning
+                      # wants every core; under torchrun the ranks are the workers
     bar = tqdm(total=len(cfg.seeds), desc="ablation (seeds)", disable=not progress)
     if workers == 1:
         outs = []
@@ -229,7 +235,7 @@ def run_experiments(cfg: ExperimentConfig, features: FeatureSet, progress: bool 
     order = {m: i for i, m in enumerate(ALL_MODELS)}
     results.rows.sort(key=lambda r: (order[r["model"]], r["seed"]))
     results.seconds = time.perf_counter() - t_start
-    if cfg.out_dir:
+    if cfg.out_dir and distributed.is_main():
         results.to_json(Path(cfg.out_dir) / "results.json")
     return results
 
@@ -246,7 +252,7 @@ def _run_seed(cfg: ExperimentConfig, seed: int, data, progress: bool):
     """Every model of one seed: teachers first, then the students (which reuse them)."""
     from tqdm.auto import tqdm
 
-    train_fs, val_fs, eval_fs, sets, q_indices, logit_scale = data
+    train_fs, val_fs, eval_fs, sets, q_indices, logit_scale, backbone = data
     dim, frames = train_fs.videos.frames.shape[-1], train_fs.videos.frames.shape[1]
     students = [m for m in cfg.models if m in STUDENTS]
     need = {t for t in TEACHERS if f"teacher_{t}" in cfg.models}
@@ -291,9 +297,13 @@ def _run_seed(cfg: ExperimentConfig, seed: int, data, progress: bool):
         model, hist = train_student(replace(cfg.train, seed=seed, weights=w_loss), train_fs, val_fs,
                                     [teachers[t] for t in cfg.teachers] if taught else [], scfg,
                                     out_dir=out / name if out else None, progress=progress,
-                                    teacher_cache=cache, desc=name)
+                                    teacher_cache=cache, desc=name, backbone=backbone)
         secs = time.perf_counter() - t0
-        metrics, _, w = evaluate_student(model, eval_fs)
+        if cfg.train.finetune:   # a finetune.EndToEnd: its student, on what its own CLIP makes of the videos
+            model, ev = model.student, model.encode(eval_fs)
+        else:
+            ev = eval_fs
+        metrics, _, w = evaluate_student(model, ev)
         models[(name, seed)], histories[(name, seed)] = model, hist
         record(name, metrics, secs, w)
         bar.update(1)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .backbone import Backbone, BackboneConfig, load_backbone
 from .data import Dataset, load_dataset
 from .paths import CACHE_DIR, TOY_DIR, write_atomic
@@ -30,14 +31,17 @@ class VideoFeatures:
     mask: torch.Tensor              # bool [Nv, T]; False for padded frames of short clips
     indices: torch.Tensor           # int64 [Nv, T] native frame index of each sampled frame (-1 = padding)
     patches: torch.Tensor | None = None  # float16 [Nv, T, P, D] projected patch tokens, or None
+    pixels: torch.Tensor | None = None   # uint8 [Nv, T, 3, S, S] the decoded frames, for end-to-end training
+                                         # (finetune.attach_pixels), else None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def subset(self, rows) -> "VideoFeatures":
         rows = torch.as_tensor(rows, dtype=torch.long)
+        pick = lambda x: None if x is None else x[rows]  # noqa: E731
         return VideoFeatures([self.ids[i] for i in rows.tolist()], self.frames[rows], self.mask[rows],
-                             self.indices[rows], None if self.patches is None else self.patches[rows])
+                             self.indices[rows], pick(self.patches), pick(self.pixels))
 
 
 @dataclass
@@ -48,6 +52,7 @@ class TextFeatures:
     sentence: torch.Tensor          # float32 [Nc, D] projected EOT token (CLIP's sentence feature)
     words: torch.Tensor             # float32 [Nc, L, D] projected token embeddings
     word_mask: torch.Tensor         # bool [Nc, L]; True for real tokens (SOT .. EOT)
+    tokens: torch.Tensor | None = None   # int64 [Nc, context] token ids, for end-to-end training, else None
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -59,7 +64,7 @@ class TextFeatures:
             video = torch.tensor([video_map[int(v)] for v in video], dtype=torch.long)
         return TextFeatures([self.captions[i] for i in rows.tolist()], video,
                             [self.split[i] for i in rows.tolist()], self.sentence[rows],
-                            self.words[rows], self.word_mask[rows])
+                            self.words[rows], self.word_mask[rows], None if self.tokens is None else self.tokens[rows])
 
 
 @dataclass
@@ -173,22 +178,41 @@ def build_features(dataset: Dataset, backbone: Backbone, sampling: SamplingConfi
     setting = {"backbone": backbone.key, "sampling": sampling.key(), "patches": patches, "v": 1}
     cdir = Path(cache_dir or CACHE_DIR) / f"{backbone.key.replace('/', '_')}-{_digest(setting)}"
     cdir.mkdir(parents=True, exist_ok=True)
-    for stale in [*cdir.glob(".*.tmp"), *cdir.glob(".tmp-*")]:  # leftovers of a killed run; redone
-        stale.unlink(missing_ok=True)
+    if distributed.is_main():
+        for stale in [*cdir.glob(".*.tmp"), *cdir.glob(".tmp-*")]:  # leftovers of a killed run; redone
+            stale.unlink(missing_ok=True)
+    distributed.barrier()
 
     videos = dataset.videos()
+    chunks = [videos[s:s + shard_size] for s in range(0, len(videos), shard_size)]
+    shard_path = lambda chunk: cdir / f"videos-{_digest([setting, [_signature(root, v) for v in chunk]])}.safetensors"  # noqa: E731
+
+    def encode_shard(chunk, path, bar):
+        tensors, errs = encode_videos(backbone, root, chunk, sampling, patches, bar)
+        meta = {"ids": tensors.pop("_ids"), "errors": errs}
+        _save_atomic(tensors, path, meta)
+        return tensors, meta
+
+    if distributed.size() > 1:   # under torchrun each rank encodes its share of the missing shards first
+        mine = [c for i, c in enumerate(chunks) if i % distributed.size() == distributed.rank()]
+        bar = tqdm(total=sum(map(len, mine)), desc=f"encode videos (rank {distributed.rank()})", unit="video",
+                   disable=not progress)
+        for chunk in mine:
+            if not shard_path(chunk).exists():
+                encode_shard(chunk, shard_path(chunk), bar)
+            else:
+                bar.update(len(chunk))
+        bar.close()
+        distributed.barrier()
     parts, errors = [], []
     bar = tqdm(total=len(videos), desc="encode videos", unit="video", disable=not progress)
-    for s in range(0, len(videos), shard_size):
-        chunk = videos[s:s + shard_size]
-        path = cdir / f"videos-{_digest([setting, [_signature(root, v) for v in chunk]])}.safetensors"
+    for chunk in chunks:
+        path = shard_path(chunk)
         if path.exists():
             tensors, meta = _load(path)
             bar.update(len(chunk))
         else:
-            tensors, errs = encode_videos(backbone, root, chunk, sampling, patches, bar)
-            meta = {"ids": tensors.pop("_ids"), "errors": errs}
-            _save_atomic(tensors, path, meta)
+            tensors, meta = encode_shard(chunk, path, bar)
         parts.append((tensors, meta["ids"]))
         errors += meta["errors"]
     bar.close()
@@ -196,13 +220,15 @@ def build_features(dataset: Dataset, backbone: Backbone, sampling: SamplingConfi
     cat = lambda k: torch.cat([t[k] for t, vs in parts if vs])  # noqa: E731
     vf = VideoFeatures(ids, cat("frames").float(), cat("mask").bool(), cat("indices").long(),
                        cat("patches") if patches and ids else None)
-    if errors:
+    if errors and distributed.is_main():
         _write_jsonl(cdir / "errors.jsonl", errors)
 
     row = {v: i for i, v in enumerate(ids)}
     caps = [c for c in dataset.captions if c.video in row]
     texts = [c.text for c in caps]
     tpath = cdir / f"texts-{_digest([setting, texts])}.safetensors"
+    if not distributed.is_main():   # rank 0 encodes the captions, the others read them
+        distributed.barrier()
     if tpath.exists():
         t, _ = _load(tpath)
     else:
@@ -212,11 +238,14 @@ def build_features(dataset: Dataset, backbone: Backbone, sampling: SamplingConfi
             sent.append(a), words.append(b), wmask.append(c)
         t = {"sentence": torch.cat(sent), "words": torch.cat(words), "word_mask": torch.cat(wmask)}
         _save_atomic(t, tpath)
+    if distributed.is_main():
+        distributed.barrier()
     tf = TextFeatures(texts, torch.tensor([row[c.video] for c in caps], dtype=torch.long),
                       [c.split for c in caps], t["sentence"].float(), t["words"].float(), t["word_mask"].bool())
     manifest = {"setting": setting, "videos": len(ids), "captions": len(texts), "errors": len(errors),
                 "root": str(root.resolve())}
-    write_atomic(cdir / "manifest.json", json.dumps(manifest, indent=2))
+    if distributed.is_main():
+        write_atomic(cdir / "manifest.json", json.dumps(manifest, indent=2))
     return FeatureSet(vf, tf, backbone.logit_scale, f"{backbone.key}|{sampling.key()}",
                       temporal_init(backbone.model))
 

@@ -23,7 +23,8 @@ TRAIN_KEYS = {"data": "dataset folder (captions.csv / captions.jsonl / MSR-VTT f
               "precision": "number format of the backbone's features: fp32 (default), bf16 or auto",
               "models": "which models to train (default [meanP, teachclip])",
               "teachers": "teachers of the TeachCLIP student (default xclip and ts2net, as the official configs)",
-              "train": "TrainConfig fields (epochs, batch_size, lr, ...)",
+              "train": "TrainConfig fields (epochs, batch_size, lr, finetune, precision, ...); finetune: N trains "
+                       "CLIP's last N blocks with the student, from pixels (-1: all; 0: frozen, the default)",
               "student": "StudentConfig fields shared by the students (layers, ...)",
               "val_fraction": "share of training videos held out for validation when there is no 'val' split"}
 
@@ -205,9 +206,11 @@ def _save_model(src: Path, dst: Path, backbone_meta: dict, frames: int, name: st
         torch.save(blob, f)
 
 
-def run_train(config_path: str | os.PathLike, echo: bool = True) -> Path:
+def run_train(config_path: str | os.PathLike, echo: bool = True, finetune: int | None = None) -> Path:
     """Teachers, then the student(s), on the dataset a YAML config names; returns OUT/model.pt (its metrics
-    table in OUT/metrics.md; `echo`: also printed, as the CLI does)."""
+    table in OUT/metrics.md; `echo`: also printed, as the CLI does). `finetune` overrides train.finetune.
+    Under torchrun every rank runs this; rank 0 writes the files."""
+    from . import distributed
     from dataclasses import fields
 
     from .backbone import BackboneConfig, load_backbone
@@ -234,6 +237,8 @@ def run_train(config_path: str | os.PathLike, echo: bool = True) -> Path:
         if unknown:
             raise UserError(f"{path}: unknown {name} setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     seed, frames = cfg["seed"], cfg["frames"]
+    if finetune is not None:
+        train_kw["finetune"] = finetune
     try:
         tcfg = TrainConfig(**{**train_kw, "seed": seed})
     except (TypeError, ValueError) as e:
@@ -247,7 +252,10 @@ def run_train(config_path: str | os.PathLike, echo: bool = True) -> Path:
     if pre and Path(pre).expanduser().is_file():
         pre = str(Path(pre).expanduser().resolve())
     meta = {"name": bcfg.name, "pretrained": pre, "key": backbone.key, "precision": backbone.precision}
-    write_atomic(out / "backbone.json", json.dumps({**meta, "frames": frames}, indent=1).encode())
+    main = distributed.is_main()
+    echo = echo and main
+    if main:
+        write_atomic(out / "backbone.json", json.dumps({**meta, "frames": frames}, indent=1).encode())
     ds = _load_data(cfg["data"], backbone)
     from .teachers import build_teacher
 
@@ -273,12 +281,18 @@ def run_train(config_path: str | os.PathLike, echo: bool = True) -> Path:
                                 eval_split=eval_split, truth_root=truth, out_dir=str(out))
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
-    results = run_experiments(ecfg, fs, progress=True)
+    if tcfg.finetune:   # end to end: the students read the decoded frames and token ids
+        from .finetune import attach_pixels
+
+        attach_pixels(fs, ds.root, backbone, progress=main)
+    results = run_experiments(ecfg, fs, progress=main, backbone=backbone)
     table = results.markdown()
-    write_atomic(out / "metrics.md", (f"split: {eval_split}\n\n{table}\n").encode())
     final = "teachclip" if "teachclip" in students else students[-1]
     model = out / "model.pt"
-    _save_model(out / f"seed{seed}" / final / "best.pt", model, meta, frames, final)
+    if main:
+        write_atomic(out / "metrics.md", (f"split: {eval_split}\n\n{table}\n").encode())
+        _save_model(out / f"seed{seed}" / final / "best.pt", model, meta, frames, final)
+    distributed.barrier()
     if echo:
         print(f"text-to-video retrieval on the {eval_split} split ({len(fs.split(eval_split).texts)} queries):")
         print(table)
@@ -296,7 +310,8 @@ def run_eval(model: str | os.PathLike, data: str | os.PathLike, echo: bool = Tru
 
     from .heads import mean_pool
 
-    from .backbone import BackboneConfig, load_backbone, resolve_weights
+    from .backbone import BackboneConfig, file_digest, load_backbone, resolve_weights
+    from .encoder import use_tuned
     from .metrics import retrieval_metrics
     from .train import evaluate_student
 
@@ -305,6 +320,9 @@ def run_eval(model: str | os.PathLike, data: str | os.PathLike, echo: bool = Tru
     if meta.get("key") and resolve_weights(bcfg)[2] != meta["key"].split("@")[0]:
         raise UserError(f"{model}: trained on backbone {meta['key']}, which now loads with other weights; retrain")
     backbone = load_backbone(bcfg)
+    plain = None
+    if use_tuned(backbone, model, file_digest(Path(model), 16)):   # fine-tuned end to end: its own CLIP encodes
+        plain = load_backbone(bcfg)                                  # and CLIP as it was gives the zero-shot row
     ds = _load_data(data, backbone)
     fs = _features(ds, backbone, student.cfg.num_frames, patches=False)
     split = "test" if "test" in set(fs.texts.split) else None
@@ -312,6 +330,9 @@ def run_eval(model: str | os.PathLike, data: str | os.PathLike, echo: bool = Tru
         warn(f"no 'test' split in {ds.source}: evaluating on all {len(fs.texts)} captions")
     part = fs.split(split) if split else fs
     metrics, _, _ = evaluate_student(student, part)
+    if plain is not None:
+        fs0 = _features(ds, plain, student.cfg.num_frames, patches=False)
+        part = fs0.split(split) if split else fs0
     v = mean_pool(F.normalize(part.videos.frames, dim=-1), part.videos.mask)
     zero = retrieval_metrics(F.normalize(part.texts.sentence, dim=-1) @ v.T, part.texts.video)
     cols = [("t2v_r1", "R@1"), ("t2v_r5", "R@5"), ("t2v_r10", "R@10"), ("t2v_mdr", "MdR"), ("t2v_mnr", "MnR"),

@@ -28,9 +28,8 @@ embedding, when the text width equals the feature width. Blocks the text transfo
 lacks (the toy CLIP has 3, the module 4) keep CLIP4Clip's init (normal(0, 0.02)).
 
 Search cost is what makes this the student: the video side is one `dim` vector,
-scored against a query by one dot product, exactly CLIP4Clip's cost. Fine-tuning
-the backbone's last blocks end to end would need pixels, not cached features, and
-is not done here.
+scored against a query by one dot product, exactly CLIP4Clip's cost. Fine-tuning CLIP's blocks with the student, from pixels,
+is finetune.py's (`TrainConfig.finetune`).
 """
 from __future__ import annotations
 
@@ -231,12 +230,13 @@ class Student(nn.Module):
 
     def forward(self, sentence: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,
                 words: torch.Tensor | None = None, word_mask: torch.Tensor | None = None):
-        """Training step view: (logits [B, B] text x video, temperature-1 frame scores [B, T] or None)."""
+        """Training step view: (query vectors [B, D], video vectors [B, D], temperature-1 frame scores [B, T]
+        or None); the batch's logits are logit_scale * t @ v.T (train.py gathers t and v over ranks first)."""
         t = self.encode_text(sentence, words, word_mask)
         feats = self.frame_features(frames, mask)
         scores = self.frame_scores(feats, mask)
         v, _ = self.aggregate(feats, mask, scores)
-        return self.logit_scale * t @ v.t(), scores
+        return t, v, scores
 
     @torch.no_grad()
     def similarity(self, sentence: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,

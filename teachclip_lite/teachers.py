@@ -141,6 +141,10 @@ class Teacher(nn.Module):
         return num_frames * dim * 4
 
     # tensor-level API used by the trainer ------------------------------------
+    def forward(self, *args, **kw) -> torch.Tensor:
+        """The pair logits (what DistributedDataParallel calls)."""
+        return self.logits(*args, **kw)
+
     def logits(self, sentence, words, word_mask, frames, mask, patches=None) -> torch.Tensor:
         t = self.encode_texts(sentence, words, word_mask)
         v = self.encode_videos(frames, mask, patches)

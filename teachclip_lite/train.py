@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .features import FeatureSet
 from .losses import COARSE_LOSSES, FINE_LOSSES, info_nce, recipe_weights, teaching_loss
 from .metrics import retrieval_metrics
@@ -67,8 +68,18 @@ class TrainConfig:
     eps: float = 1e-6
     grad_clip: float = 1.0              # max gradient norm of each parameter tensor, as BertAdam clips (0: off)
     threads: int = 1                    # CPU threads: on a shared 2-core machine 1 beats 2 by up to 10x (measured)
+    finetune: int = 0                   # end to end (finetune.py): 0 = CLIP frozen, heads on cached features (the
+                                        # laptop default); N = also train CLIP's last N blocks of each tower; -1 = all
+    backbone_lr_mult: float = 1e-3      # fine-tuned CLIP at lr * this (official: CLIP 1e-7 beside new modules 1e-4)
+    grad_checkpointing: bool = False    # fine-tuning: recompute CLIP's activations in backward (memory for time)
+    precision: str = "auto"             # "auto": bf16 autocast on CUDA, and when fine-tuning on a bf16 CPU; else
+                                        # fp32 | "fp32" | "bf16" (autocast) | "fp16" (CUDA, with loss scaling)
 
     def __post_init__(self):
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision {self.precision!r} is not one of auto, fp32, bf16, fp16")
+        if int(self.finetune) != self.finetune or self.finetune < -1:
+            raise ValueError(f"finetune {self.finetune!r}: 0 (frozen CLIP), N > 0 (its last N blocks) or -1 (all)")
         if self.coarse_loss not in COARSE_LOSSES:
             raise ValueError(f"coarse_loss {self.coarse_loss!r} is not one of {COARSE_LOSSES}")
         if self.fine_loss not in FINE_LOSSES:
@@ -76,6 +87,11 @@ class TrainConfig:
         self.weights = tuple(float(w) for w in (recipe_weights(self.coarse_loss) if self.weights is None
                                                 else self.weights))
         self.betas = tuple(float(b) for b in self.betas)
+
+    def settings(self) -> dict:
+        """asdict, less the settings added after checkpoints were first keyed (LATER) where they hold their
+        default: older checkpoints and model folders still match a config that does not use them."""
+        return {k: v for k, v in asdict(self).items() if not (k in LATER and v == LATER[k])}
 
     @classmethod
     def for_teachers(cls, **kw) -> "TrainConfig":
@@ -85,13 +101,38 @@ class TrainConfig:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """Under torchrun on CUDA: this rank's GPU, whatever the config says."""
+    if distributed.device() is not None:
+        return distributed.device()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
-def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+def _precision(cfg: "TrainConfig", device: torch.device) -> str:
+    if cfg.precision != "auto":
+        if cfg.precision == "fp16" and device.type != "cuda":
+            raise ValueError("precision fp16 needs CUDA; use bf16 or fp32 on a CPU")
+        return cfg.precision
+    if device.type == "cuda":
+        return "bf16"
+    from .precision import cpu_has_bf16
+
+    return "bf16" if cfg.finetune and cpu_has_bf16() else "fp32"   # small heads: fp32 is as fast
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
+
+
+LATER = {"finetune": 0, "backbone_lr_mult": 1e-3, "grad_checkpointing": False, "precision": "auto"}
+
+
+def _same_config(saved: dict, cfg: "TrainConfig") -> bool:
+    """A state.pt from before a setting existed counts as written with that setting's default."""
+    return {k: v for k, v in saved.items() if not (k in LATER and v == LATER[k])} == cfg.settings()
 
 
 # ------------------------------------------------------------------ batches
@@ -165,13 +206,16 @@ def evaluate_teacher(teacher: Teacher, fs: FeatureSet) -> tuple[dict, torch.Tens
 # ------------------------------------------------------------------ the loop
 
 def _param_groups(model: torch.nn.Module, cfg: TrainConfig):
-    """Weight decay on matrices (not on biases, LayerNorms or the logit scale); AFA and the temporal
-    module at their own learning rates."""
-    mult = {"afa": cfg.afa_lr_mult, "temporal": cfg.temporal_lr_mult, "query": cfg.query_lr_mult}
+    """Weight decay on matrices (not on biases, LayerNorms or the logit scale); AFA, the temporal
+    module and (fine-tuning) CLIP at their own learning rates."""
+    mult = {"afa": cfg.afa_lr_mult, "temporal": cfg.temporal_lr_mult, "query": cfg.query_lr_mult,
+            "clip": cfg.backbone_lr_mult}
     groups: dict[tuple[float, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            key = (mult.get(name.split(".")[0], 1.0), p.ndim >= 2)
+            part = name.split(".")
+            part = part[1] if part[0] == "student" else part[0]   # finetune.EndToEnd holds the student
+            key = (mult.get(part, 1.0), p.ndim >= 2)
             groups.setdefault(key, []).append(p)
     return [{"params": ps, "lr": cfg.lr * m, "weight_decay": cfg.weight_decay if decay else 0.0}
             for (m, decay), ps in sorted(groups.items())]
@@ -191,6 +235,10 @@ def _fit(model, step_loss, evaluate, cfg: TrainConfig, n_captions_video: torch.T
     from tqdm.auto import tqdm
 
     device = resolve_device(cfg.device)
+    precision = _precision(cfg, device)
+    net = distributed.wrap(model)      # DDP under torchrun; the model itself otherwise
+    main = distributed.is_main()
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     steps_per_epoch = len(epoch_batches(n_captions_video, cfg.batch_size, cfg.seed, 0))
     total = cfg.epochs * steps_per_epoch
@@ -202,7 +250,7 @@ def _fit(model, step_loss, evaluate, cfg: TrainConfig, n_captions_video: torch.T
     if state_path and resume and state_path.exists():
         try:
             st = torch.load(state_path, map_location=device, weights_only=False)
-            if st["config"] != asdict(cfg):
+            if not _same_config(st["config"], cfg):
                 raise ValueError("it was written with another TrainConfig")
             model.load_state_dict(st["model"])
             opt.load_state_dict(st["optimizer"])
@@ -210,7 +258,7 @@ def _fit(model, step_loss, evaluate, cfg: TrainConfig, n_captions_video: torch.T
             history, best, start = st["history"], st["best"], st["epoch"] + 1
         except (KeyError, RuntimeError, ValueError) as e:
             raise ValueError(f"{state_path}: cannot resume ({e}); delete it or pass resume=False") from None
-    bar = tqdm(total=total, initial=start * steps_per_epoch, desc=desc, disable=not progress, leave=False)
+    bar = tqdm(total=total, initial=start * steps_per_epoch, desc=desc, disable=not (progress and main), leave=False)
     end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
     for epoch in range(start, end):
         t0 = time.perf_counter()
@@ -219,21 +267,29 @@ def _fit(model, step_loss, evaluate, cfg: TrainConfig, n_captions_video: torch.T
         sums: dict[str, float] = {}
         batches = epoch_batches(n_captions_video, cfg.batch_size, cfg.seed, epoch)
         for rows in batches:
-            with _autocast(device):
-                loss, parts = step_loss(rows.to(device))
+            with _autocast(device, precision):
+                loss, parts = step_loss(net, rows.to(device))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
             if cfg.grad_clip:   # per tensor, as BertAdam does (not one global norm)
                 for p in model.parameters():
                     if p.grad is not None:
                         torch.nn.utils.clip_grad_norm_(p, cfg.grad_clip)
-            opt.step()
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
             sched.step()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()}, refresh=False)
-        metrics = evaluate(model)
+        metrics = distributed.broadcast(evaluate(model) if main else None)   # rank 0 evaluates, all agree
         rec = {"epoch": epoch, **{k: v / len(batches) for k, v in sums.items()},
                "val_r1": metrics["t2v_r1"], "val_r5": metrics["t2v_r5"], "val_r10": metrics["t2v_r10"],
                "val_sumr": metrics["sumr"], "val_mnr": metrics["t2v_mnr"], "lr": sched.get_last_lr()[0],
@@ -243,11 +299,11 @@ def _fit(model, step_loss, evaluate, cfg: TrainConfig, n_captions_video: torch.T
         rec["best"] = best["key"] is None or key > tuple(best["key"])
         if rec["best"]:
             best = {"key": key, "state": copy.deepcopy(model.state_dict()), "epoch": epoch}
-            if out_dir:
+            if out_dir and main:
                 save_best(model)
         history.append(rec)
         bar.set_description(f"{desc} ep{epoch} val R@1 {metrics['t2v_r1']:.1f}")
-        if state_path:
+        if state_path and main:
             with atomic_open(state_path) as f:
                 torch.save({"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "history": history, "best": best, "epoch": epoch}, f)
@@ -259,7 +315,8 @@ def _fit(model, step_loss, evaluate, cfg: TrainConfig, n_captions_video: torch.T
 
 
 def _prepare(cfg: TrainConfig, out_dir):
-    torch.set_num_threads(max(1, cfg.threads))
+    if not distributed.active():   # under torchrun, distributed.setup shared the cores out
+        torch.set_num_threads(max(1, cfg.threads))
     torch.manual_seed(cfg.seed)
     if out_dir:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -270,7 +327,7 @@ def train_student(cfg: TrainConfig, features_train: FeatureSet, features_val: Fe
                   teachers: list[Teacher] = (), student: StudentConfig | Student | None = None,
                   out_dir: str | os.PathLike | None = None, resume: bool = True, progress: bool = True,
                   teacher_cache: dict | None = None, desc: str = "student",
-                  stop_after: int | None = None) -> tuple[Student, list[dict]]:
+                  stop_after: int | None = None, backbone=None):
     """Train a student with InfoNCE and, when teachers are given, coarse/fine teaching.
 
     Loss: weights[0] * InfoNCE + weights[1] * coarse + weights[2] * fine (losses.teaching_loss);
@@ -279,12 +336,24 @@ def train_student(cfg: TrainConfig, features_train: FeatureSet, features_val: Fe
     student with its best-validation-R@1 weights and the per-epoch history. A student built here
     starts its temporal module from the backbone's text transformer (features_train.temporal_init). `stop_after`
     runs at most that many epochs in this call (with out_dir, the next call resumes).
+
+    With `cfg.finetune` the student trains on top of a copy of `backbone` (backbone.Backbone) whose last blocks
+    train too, from the decoded frames and token ids of features with pixels (finetune.attach_pixels); the
+    teachers still score the cached features. Then the returned model is a finetune.EndToEnd (`.student` is the
+    student, `.encode(fs)` the features as its CLIP sees them).
     """
     device = _prepare(cfg, out_dir)
     dim, frames = features_train.videos.frames.shape[-1], features_train.videos.frames.shape[1]
     if student is None:
         student = StudentConfig(dim=dim, num_frames=frames, logit_scale=features_train.logit_scale)
     model = build_student(student, features_train.temporal_init) if isinstance(student, StudentConfig) else student
+    end_to_end = bool(cfg.finetune)
+    if end_to_end:
+        from .finetune import EndToEnd
+
+        if backbone is None or features_train.videos.pixels is None or features_val.videos.pixels is None:
+            raise ValueError("finetune needs the backbone and features with pixels (finetune.attach_pixels)")
+        model = EndToEnd(backbone, model, cfg.finetune, cfg.grad_checkpointing)
     model.to(device)
     teachers = list(teachers)
     for t in teachers:
@@ -293,8 +362,9 @@ def train_student(cfg: TrainConfig, features_train: FeatureSet, features_val: Fe
             p.requires_grad_(False)
     use_coarse = bool(teachers) and cfg.weights[1] != 0
     use_fine = bool(teachers) and cfg.weights[2] != 0
-    if use_fine and model.afa is None:
-        raise ValueError(f"fine-grained teaching needs an AFA student, not {model.cfg.kind!r}")
+    the_student = model.student if end_to_end else model
+    if use_fine and the_student.afa is None:
+        raise ValueError(f"fine-grained teaching needs an AFA student, not {the_student.cfg.kind!r}")
     train = _Data(features_train, device, patches=any(t.needs_patches for t in teachers))
     cache = {} if teacher_cache is None else teacher_cache
     relevance = []
@@ -314,20 +384,35 @@ def train_student(cfg: TrainConfig, features_train: FeatureSet, features_val: Fe
                 cache[key] = t.similarity(features_train.texts, features_train.videos)
             matrices.append(cache[key].to(device))
 
-    def teacher_logits(i, t, rows):
-        return matrices[i][rows][:, train.video[rows]]
+    if end_to_end:   # pixels stay on the CPU; a batch's frames travel to the device when it is drawn
+        pixels, tokens = features_train.videos.pixels, features_train.texts.tokens
 
-    def step_loss(rows):
-        frames, mask, _ = train.video_args(rows)
-        text = train.text_args(rows) if model.needs_words else (train.sentence[rows], None, None)
-        logits, scores = model(text[0], frames, mask, text[1], text[2])
-        t_logits = [teacher_logits(i, t, rows) for i, t in enumerate(teachers)] if use_coarse else []
+        def inputs(rows):
+            vids = train.video[rows].cpu()
+            return (tokens[rows.cpu()].to(device), pixels[vids].to(device, non_blocking=True),
+                    train.mask[train.video[rows]])
+    else:
+        def inputs(rows):
+            frames, mask, _ = train.video_args(rows)
+            text = train.text_args(rows) if model.needs_words else (train.sentence[rows], None, None)
+            return text[0], frames, mask, text[1], text[2]
+
+    def step_loss(net, rows):
+        local, counts = distributed.shard(rows)      # this rank's share of the global batch (all of it alone)
+        t, v, scores = (distributed.gather(x, counts) for x in net(*inputs(local)))
+        logits = model.logit_scale * t @ v.t()
+        mask = train.mask[train.video[rows]]
+        t_logits = [m[rows][:, train.video[rows]] for m in matrices] if use_coarse else []
         t_rel = [r[rows] for r in relevance] if use_fine else []
         return teaching_loss(logits.float(), None if scores is None else scores.float(), mask, t_logits, t_rel,
                              cfg.weights, cfg.coarse_loss, cfg.fine_loss)
 
     val = features_val
-    return _fit(model, step_loss, lambda m: evaluate_student(m, val)[0], cfg, features_train.texts.video,
+    if end_to_end:
+        evaluate = lambda m: evaluate_student(m.student, m.encode(val))[0]  # noqa: E731
+    else:
+        evaluate = lambda m: evaluate_student(m, val)[0]  # noqa: E731
+    return _fit(model, step_loss, evaluate, cfg, features_train.texts.video,
                 out_dir, resume, progress, desc, lambda m: m.save(Path(out_dir) / "best.pt"), stop_after)
 
 
@@ -352,8 +437,11 @@ def train_teacher(cfg: TrainConfig, features_train: FeatureSet, features_val: Fe
     teacher.to(device)
     train = _Data(features_train, device, patches=teacher.needs_patches)
 
-    def step_loss(rows):
-        loss = info_nce(teacher.logits(*train.text_args(rows), *train.video_args(rows)).float())
+    def step_loss(net, rows):
+        # under torchrun each rank scores its share of the captions against every video of the batch
+        local, counts = distributed.shard(rows)
+        logits = distributed.gather(net(*train.text_args(local), *train.video_args(rows)), counts)
+        loss = info_nce(logits.float())
         v = loss.item()
         return loss, {"nce": v, "loss": v}
 
