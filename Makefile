@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TOY    := data/toy/.complete
 RUN    ?= runs/$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: venv data toy-clip demo test lab bench clean chromium
+.PHONY: venv data toy-clip demo test lab bench gpu-check clean chromium
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -47,6 +47,11 @@ lab: $(TOY)
 
 bench: $(TOY)
 	$(PY) -m teachclip_lite.bench --out runs/bench.json
+
+# On a CUDA machine: the paper-shaped student (ViT-B-32, 12 frames, bf16) end to end, one GPU and torchrun on
+# all of them; writes runs/gpu_check.json. Without CUDA it says so and measures nothing.
+gpu-check: $(TOY)
+	$(PY) -m teachclip_lite.gpu_check --out runs/gpu_check.json
 
 clean:
 	rm -rf data/toy data/cache runs

@@ -80,13 +80,19 @@ class BenchConfig:
     encoding: bool = True             # the `encoding` section: bf16 against fp32 for the toy CLIP and ViT-B-32
     encode_batch: int = 48            # frames per timed encoder call
     encode_backbones: tuple[str, ...] = ("toy", "ViT-B-32")
+    end_to_end: bool = True           # the `end_to_end` section: frozen features against fine-tuning the toy CLIP
+    e2e_videos: int = 400             # training videos of the toy world it uses (the full set does not fit its time)
+    e2e_epochs: int = 15
+    e2e_finetune: int = 1             # CLIP blocks fine-tuned
+    e2e_backbone_lr_mult: float = 1e-2
+    e2e_ddp: bool = True              # and the 2-process equivalence check (equivalence.py)
 
     @classmethod
     def quick_config(cls, **kw) -> "BenchConfig":
         """Small N, few repeats, one-seed two-epoch quality: about a minute on a quiet 2-core machine."""
         base = dict(sizes=(1_000, 10_000), teacher_sizes=(1_000,), repeats=2, single_queries=4,
                     rss_size=20_000, faiss_sizes=(10_000,), faiss_nprobe=(8, 64), quick=True, encode_batch=8,
-                    encode_backbones=("toy",))
+                    encode_backbones=("toy",), e2e_videos=24, e2e_epochs=1, e2e_ddp=False)
         return cls(**{**base, **kw})
 
 
@@ -372,6 +378,62 @@ def encoding(cfg: BenchConfig, log=print) -> dict:
     return out
 
 
+def end_to_end(cfg: BenchConfig, log=print) -> dict:
+    """The same student (the TeachCLIP student, InfoNCE only, 1 seed) at the same budget, on frozen toy-CLIP
+    features and fine-tuning the toy CLIP's last blocks from pixels (finetune.py), on a subset of the toy
+    world's training videos; evaluated on the whole test split. Then N-process training against one
+    (equivalence.py). Needs the toy world on disk."""
+    from .backbone import BackboneConfig, load_backbone
+    from .features import FeatureSet, toy_features
+    from .finetune import attach_pixels
+    from .paths import TOY_DIR
+    from .student import StudentConfig
+    from .train import TrainConfig, evaluate_student, train_student
+
+    t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    fs = toy_features(patches=False, progress=False)
+    bb = load_backbone(BackboneConfig("toy"))
+    train, val, test = fs.split("train"), fs.split("val"), fs.split("test")
+    n = min(cfg.e2e_videos, len(train.videos))
+    rows = [i for i, v in enumerate(train.texts.video.tolist()) if v < n]
+    train = FeatureSet(train.videos.subset(range(n)), train.texts.subset(rows), train.logit_scale, train.key,
+                       train.temporal_init)
+    for part in (train, val, test):
+        attach_pixels(part, TOY_DIR, bb, progress=False)
+    scfg = StudentConfig(dim=bb.embed_dim, num_frames=train.videos.mask.shape[1], logit_scale=fs.logit_scale)
+    keep = ("t2v_r1", "t2v_r5", "t2v_r10", "t2v_mdr", "sumr")
+    out = {"backbone": bb.key, "student": scfg.kind, "epochs": cfg.e2e_epochs, "train_videos": n,
+           "test_queries": len(test.texts), "finetune_blocks": cfg.e2e_finetune,
+           "backbone_lr_mult": cfg.e2e_backbone_lr_mult}
+    for name, blocks in (("frozen", 0), ("finetuned", cfg.e2e_finetune)):
+        tcfg = TrainConfig(epochs=cfg.e2e_epochs, finetune=blocks, backbone_lr_mult=cfg.e2e_backbone_lr_mult,
+                           weights=(1.0, 0.0, 0.0), threads=threads, seed=cfg.seed)
+        t1 = time.perf_counter()
+        model, hist = train_student(tcfg, train, val, student=scfg, backbone=bb, progress=False, desc=name)
+        metrics = evaluate_student(model.student, model.encode(test))[0] if blocks else evaluate_student(model, test)[0]
+        out[name] = {**{k: round(metrics[k], 2) for k in keep}, "best_val_r1": max(r["val_r1"] for r in hist),
+                     "precision": _train_precision(tcfg),
+                     "seconds": round(time.perf_counter() - t1, 1)}
+        log(f"end_to_end {name}: test R@1 {metrics['t2v_r1']:.1f} ({out[name]['seconds']:.0f} s)")
+    torch.set_num_threads(threads)
+    if cfg.e2e_ddp:
+        from .equivalence import check
+
+        out["ddp"] = check(world=2, finetune=True, resume=False)
+        log(f"end_to_end ddp: world 2, max |param diff| {out['ddp']['max_param_diff']:.2e}")
+    else:
+        out["ddp"] = None
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def _train_precision(tcfg) -> str:
+    from .train import _precision, resolve_device
+
+    return _precision(tcfg, resolve_device(tcfg.device))
+
+
 def index_at_scale(cfg: BenchConfig, workdir: Path, log=print) -> dict:
     out = {}
     n = cfg.rss_size
@@ -464,6 +526,8 @@ def run(cfg: BenchConfig, log=print) -> dict:
         result["index"] = index_at_scale(cfg, Path(tmp), log)
     if cfg.encoding:
         result["encoding"] = encoding(cfg, log)
+    if cfg.end_to_end:
+        result["end_to_end"] = end_to_end(cfg, log)
     result["machine"] = machine()
     result["date"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     return result
@@ -555,6 +619,21 @@ def markdown(result: dict) -> str:
                                  [[n, p, f"{v['frames_per_s']:.1f}", f"{v['gflops_per_frame']:.3f}",
                                    f"{100 * v['share_of_roofline']:.0f}%", f"{v['cos_vs_fp32']:.5f}",
                                    f"{enc['query_ms'][n][p]:.1f}"] for n in names for p, v in enc[n].items()])]
+    e2e = result.get("end_to_end")
+    if e2e:
+        lines += ["", f"End to end ({e2e['student']} student, InfoNCE only, {e2e['epochs']} epochs, "
+                      f"{e2e['train_videos']} training videos of the toy world, {e2e['test_queries']} test queries; "
+                      f"fine-tuned: the toy CLIP's last {e2e['finetune_blocks']} block(s) of each tower at lr x "
+                      f"{e2e['backbone_lr_mult']:g}):", "",
+                  markdown_table(["features", "R@1", "R@5", "R@10", "MdR", "SumR", "best val R@1", "precision",
+                                  "seconds"],
+                                 [[n, *(f"{e2e[n][k]:.1f}" for k in ("t2v_r1", "t2v_r5", "t2v_r10", "t2v_mdr", "sumr",
+                                                                     "best_val_r1")),
+                                   e2e[n]["precision"], f"{e2e[n]['seconds']:.0f}"] for n in ("frozen", "finetuned")])]
+        if e2e.get("ddp"):
+            d = e2e["ddp"]
+            lines += ["", f"torchrun, {d['world_size']} gloo processes against one (the same global batch, "
+                          f"{d['weights']} weight tensors): max |weight difference| {d['max_param_diff']:.1e}."]
     lines += ["", "Cost ratios:"] + [f"- {line}" for line in cost_ratios(result)]
     return "\n".join(lines)
 

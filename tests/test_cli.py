@@ -68,6 +68,19 @@ def test_the_example_config_is_valid_and_names_the_toy_world():
     assert Path(cfg["data"]) == (DATA_DIR / "toy").resolve() and cfg["models"] == ["meanP", "teachclip"]
 
 
+def test_the_gpu_config_is_the_official_recipe_end_to_end():
+    from teachclip_lite.paths import DATA_DIR
+    from teachclip_lite.poc import TRAIN_KEYS, _check_settings, _read_config
+    from teachclip_lite.train import TrainConfig
+
+    cfg = _read_config(DATA_DIR / "poc_gpu.yaml")
+    assert set(cfg) <= set(TRAIN_KEYS)
+    _check_settings(DATA_DIR / "poc_gpu.yaml", cfg)
+    t = TrainConfig(**cfg["train"])
+    assert t.finetune == -1 and t.lr == 1e-4 and t.backbone_lr_mult == 1e-3 and t.afa_lr_mult == 10
+    assert (t.epochs, t.batch_size, t.weight_decay, t.warmup) == (10, 120, 0.2, 0.1)
+
+
 def test_command_line_papercuts(tmp_path, capsys):
     rc, _, err = run(capsys, "index", tmp_path, "--out", tmp_path / "i", "--frames", "0", *TOY)
     assert rc == 2 and "--frames: must be 1 or more, got 0" in _error_line(err)

@@ -112,3 +112,33 @@ def test_two_processes_train_what_one_process_trains_and_resume():
     assert out["world_size"] == 2 and out["weights"] > 100
     assert out["max_param_diff"] <= 1e-4, out
     assert out["resume_diff"] <= 1e-6, out
+
+
+def _gpu_check(tmp_path, *args):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TEACHCLIP_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "teachclip_lite.gpu_check", "--out", str(tmp_path / "g.json"), *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_gpu_check_without_cuda_says_it_needs_cuda(tmp_path):
+    done = _gpu_check(tmp_path)
+    assert done.returncode == 0 and "needs a CUDA GPU" in done.stderr and not (tmp_path / "g.json").exists()
+
+
+def test_gpu_check_runs_its_trainings_and_writes_the_record(tmp_path):
+    """The same code path, tiny and on CPU (--allow-cpu): one process, then torchrun."""
+    import json
+
+    done = _gpu_check(tmp_path, "--allow-cpu", "--backbone", "toy", "--videos", "16", "--frames", "4",
+                      "--steps", "3", "--batch", "16", "--finetune", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rec = json.loads((tmp_path / "g.json").read_text())
+    for r in (rec, rec["torchrun"]):
+        assert {"device", "steps", "samples_per_s", "peak_memory_gb", "world_size", "loss_first", "loss_last"} <= set(r)
+        assert r["steps"] >= 3 and r["samples_per_s"] > 0 and r["world_size"] == 1
+    assert rec["loss_first"] == pytest.approx(rec["torchrun"]["loss_first"], abs=1e-4)
