@@ -81,7 +81,7 @@ class BenchConfig:
     encode_batch: int = 48            # frames per timed encoder call
     encode_backbones: tuple[str, ...] = ("toy", "ViT-B-32")
     end_to_end: bool = True           # the `end_to_end` section: frozen features against fine-tuning the toy CLIP
-    e2e_videos: int = 400             # training videos of the toy world it uses (the full set does not fit its time)
+    e2e_videos: int = 1000            # training videos of the toy world it uses (all of them)
     e2e_epochs: int = 15
     e2e_finetune: int = 1             # CLIP blocks fine-tuned
     e2e_backbone_lr_mult: float = 1e-2

@@ -168,6 +168,10 @@ def _cmd_index(a) -> int:
     encoder = load_encoder(a.toy, a.backbone, a.pretrained, a.model, a.frames,
                            a.precision or _index_precision(out) or "auto")
     r = build_index(a.video_dir, out, encoder, retry_failed=a.retry_failed)
+    from . import distributed
+
+    if not distributed.is_main():   # under torchrun rank 0 reports
+        return 0
     rate = f"{r.embedded / r.seconds:.1f} videos/s, {r.frames / r.seconds:.0f} frames/s" if r.embedded else ""
     if r.broken_links:
         print(f"{len(r.broken_links)} symbolic link(s) under {a.video_dir} point to nothing (or to themselves) and "

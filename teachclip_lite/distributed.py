@@ -63,6 +63,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def total(x: int) -> int:
+    """The sum of an integer over the ranks (on every rank)."""
+    if not active():
+        return x
+    t = torch.tensor([int(x)], dtype=torch.long, device=device() or "cpu")
+    dist.all_reduce(t)
+    return int(t.item())
+
+
 def device() -> torch.device | None:
     """This rank's GPU under torchrun on CUDA, else None (the config decides)."""
     if active() and torch.cuda.is_available():

@@ -14,19 +14,22 @@ child decoder.py, search search.py).
   each vector computed from its own file alone);
 - a re-run embeds only new or changed files (size and modification time);
 - the searchable index is written by `index.Index.save` (new version, then an
-  atomic switch), so `search` during `index` sees the last complete index.
+  atomic switch), so `search` during `index` sees the last complete index;
+- under torchrun (`torchrun --nproc_per_node=N -m teachclip_lite index ...`) each rank embeds every N-th
+  file of what is to do into the same journal (its own batch numbers), and rank 0 writes the version.
 """
 from __future__ import annotations
 
 import json
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import distributed
 from .decoder import Decoder
 from .encoder import Encoder, describe_spec, same_encoder, spec_sha
 from .errors import PROG, UserError, warn
@@ -111,15 +114,24 @@ def build_index(video_dir: str | os.PathLike, out: str | os.PathLike, encoder: E
     own_decoder = decoder is None
     if own_decoder:   # forked before the lock is taken: the child must not hold it
         decoder = Decoder(SamplingConfig(encoder.frames, encoder.backbone.image_size))
+    n, rank = distributed.size(), distributed.rank()
     try:
-        with _run_lock(out):
+        with _run_lock(out) if rank == 0 else nullcontext():   # under torchrun rank 0 holds it for all
+            distributed.barrier()
             current, known, seq = _known(out, encoder.spec)                          # 1. what earlier runs did
             names, sig, todo = _on_disk(video_dir, out, known, current is not None or seq > 0, retry_failed,
                                         report)                                         # 2. what is there now
             if todo:                                                                    # 3. embed what is new
-                _embed(todo, video_dir, out / JOURNAL, seq, sig, known, decoder, encoder, report, progress,
-                       commit_videos, commit_seconds)
-            _finish(names, sig, known, current, set(todo), video_dir, out, encoder, report)   # 4. the new version
+                _embed(todo[rank::n], video_dir, out / JOURNAL, seq + rank + 1 - n, sig, known, decoder, encoder,
+                       report, progress and rank == 0, commit_videos, commit_seconds, step=n)
+            if n > 1:   # every rank's batches are committed: rank 0 reads them back and writes the version
+                distributed.barrier()
+                report.embedded, report.frames = distributed.total(report.embedded), distributed.total(report.frames)
+                if rank == 0:
+                    current, known, _ = _known(out, encoder.spec)
+            if rank == 0:
+                _finish(names, sig, known, current, set(todo), video_dir, out, encoder, report)   # 4. the new version
+            distributed.barrier()
     finally:
         if own_decoder:
             decoder.close()
@@ -196,12 +208,14 @@ def _on_disk(video_dir: Path, out: Path, known: dict, have_index: bool, retry_fa
 
 
 def _embed(todo: list[str], video_dir: Path, jdir: Path, seq: int, sig: dict, known: dict, decoder: Decoder,
-           encoder: Encoder, report: IndexReport, progress: bool, commit_videos: int, commit_seconds: float) -> None:
+           encoder: Encoder, report: IndexReport, progress: bool, commit_videos: int, commit_seconds: float,
+           step: int = 1) -> None:
     """Decode (in the decoder child, a few ahead) and encode every name of `todo`, committing small atomic
-    journal batches as it goes; a Ctrl-C commits what is done before it stops."""
+    journal batches as it goes (numbered seq + step, seq + 2 step, ...: under torchrun the ranks interleave);
+    a Ctrl-C commits what is done before it stops."""
     from tqdm.auto import tqdm
 
-    jdir.mkdir(exist_ok=True)
+    jdir.mkdir(parents=True, exist_ok=True)
     sha = spec_sha(encoder.spec)
     pending: list[dict] = []
     vectors: list[np.ndarray] = []
@@ -210,7 +224,7 @@ def _embed(todo: list[str], video_dir: Path, jdir: Path, seq: int, sig: dict, kn
     def commit() -> None:
         nonlocal seq, pending, vectors, last
         if pending:
-            seq += 1
+            seq += step
             _commit_batch(jdir, seq, sha, pending, vectors, encoder.backbone.embed_dim)
             for e in pending:
                 known[e["video"]] = (e["size"], e["mtime_ns"], vectors[e["row"]] if "row" in e else None,

@@ -81,9 +81,19 @@ def test_encoding_section_compares_bf16_with_fp32(quick_run):
     assert set(enc["query_ms"]["toy"]) == {"fp32", "bf16"}
 
 
+def test_end_to_end_section_trains_frozen_and_finetuned(quick_run):
+    e2e = quick_run["end_to_end"]
+    assert {"backbone", "epochs", "frozen", "finetuned", "ddp", "seconds"} <= set(e2e)
+    assert e2e["ddp"] is None   # quick: the equivalence check runs in tests/test_finetune.py instead
+    for name in ("frozen", "finetuned"):
+        m = e2e[name]
+        assert 0.0 <= m["t2v_r1"] <= m["t2v_r5"] <= m["t2v_r10"] <= 100.0 and m["seconds"] > 0
+    assert e2e["finetuned"]["precision"] in ("bf16", "fp32") and e2e["frozen"]["precision"] == "fp32"
+
+
 def test_markdown_reports_every_section(quick_run):
     md = bench.markdown(quick_run)
-    for text in ("| teachclip |", "| 10,000 |", "matmul floor", "bytes stored (paper scale)", "Cost ratios:", "x its FLOPs per (query, video)", "Encoding (matmul roofline",
+    for text in ("| teachclip |", "| 10,000 |", "End to end (", "| finetuned |", "matmul floor", "bytes stored (paper scale)", "Cost ratios:", "x its FLOPs per (query, video)", "Encoding (matmul roofline",
                  "GFLOPs per query", "peak RSS"):
         assert text in md, text
 

@@ -142,3 +142,25 @@ def test_gpu_check_runs_its_trainings_and_writes_the_record(tmp_path):
         assert {"device", "steps", "samples_per_s", "peak_memory_gb", "world_size", "loss_first", "loss_last"} <= set(r)
         assert r["steps"] >= 3 and r["samples_per_s"] > 0 and r["world_size"] == 1
     assert rec["loss_first"] == pytest.approx(rec["torchrun"]["loss_first"], abs=1e-4)
+
+
+def test_index_shards_over_torchrun_ranks_and_gives_the_same_index(tiny_toy, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from teachclip_lite.index import Index
+
+    videos = tiny_toy[0] / "videos"
+    base = ["-m", "teachclip_lite", "index", str(videos), "--toy", "--precision", "fp32", "--out"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, *base, str(tmp_path / "one")], capture_output=True, text=True, env=env)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          *base, str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=300)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("indexed ") == 1   # rank 0 reports
+    a, b = Index.load(tmp_path / "one"), Index.load(tmp_path / "two")
+    assert a.ids == b.ids and len(a.ids) == 22
+    assert np.allclose(np.asarray(a.vectors, np.float32), np.asarray(b.vectors, np.float32), atol=1e-6)
