@@ -392,7 +392,7 @@ def end_to_end(cfg: BenchConfig, log=print) -> dict:
 
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
-    fs = toy_features(patches=False, progress=False)
+    fs = toy_features(progress=False)   # the cache the quality section uses
     bb = load_backbone(BackboneConfig("toy"))
     train, val, test = fs.split("train"), fs.split("val"), fs.split("test")
     n = min(cfg.e2e_videos, len(train.videos))

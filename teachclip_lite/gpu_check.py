@@ -126,6 +126,11 @@ def main(argv=None) -> int:
     runs = [train_once(train_fs, val_fs, bb, batch, a.steps, a.finetune, a.checkpointing)]
     print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     if not a.no_torchrun:
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_available():   # hand this process's cached GPU memory back before the ranks start
+            torch.cuda.empty_cache()
         n = max(1, torch.cuda.device_count())
         part = Path(a.out).with_suffix(".torchrun.json")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",

@@ -388,8 +388,10 @@ def train_student(cfg: TrainConfig, features_train: FeatureSet, features_val: Fe
         pixels, tokens = features_train.videos.pixels, features_train.texts.tokens
 
         def inputs(rows):
-            vids = train.video[rows].cpu()
-            return (tokens[rows.cpu()].to(device), pixels[vids].to(device, non_blocking=True),
+            batch = pixels[train.video[rows].cpu()]
+            if device.type == "cuda":   # from pinned memory the copy overlaps the step before it
+                batch = batch.pin_memory()
+            return (tokens[rows.cpu()].to(device), batch.to(device, non_blocking=True),
                     train.mask[train.video[rows]])
     else:
         def inputs(rows):
