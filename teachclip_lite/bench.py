@@ -86,6 +86,7 @@ class BenchConfig:
     e2e_finetune: int = 1             # CLIP blocks fine-tuned
     e2e_backbone_lr_mult: float = 1e-2
     e2e_ddp: bool = True              # and the 2-process equivalence check (equivalence.py)
+    e2e_random: bool = False          # a randomly initialised toy CLIP instead of the pretrained one (the study)
 
     @classmethod
     def quick_config(cls, **kw) -> "BenchConfig":
@@ -354,11 +355,14 @@ def encoding(cfg: BenchConfig, log=print) -> dict:
     for name in cfg.encode_backbones:
         pretrained = "random" if name != "toy" else None
         per, emb = {}, {}
+        torch.manual_seed(cfg.seed)   # random weights: the same ones for both formats
         fp32 = load_backbone(BackboneConfig(name, pretrained))
         frames = torch.randint(0, 256, (cfg.encode_batch, 3, fp32.image_size, fp32.image_size), generator=g,
                                dtype=torch.uint8)
         flops = count_flops(lambda: fp32.model.encode_image(fp32.preprocess(frames[:1])))
         for precision in ("fp32", "bf16"):
+            if precision != "fp32":
+                torch.manual_seed(cfg.seed)
             bb = fp32 if precision == "fp32" else load_backbone(BackboneConfig(name, pretrained, precision=precision))
             emb[precision] = bb.encode_frames(frames)[0]
             secs = best_times({"enc": lambda: bb.encode_frames(frames)}, max(2, cfg.repeats // 2))["enc"]
@@ -392,8 +396,16 @@ def end_to_end(cfg: BenchConfig, log=print) -> dict:
 
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
-    fs = toy_features(progress=False)   # the cache the quality section uses
-    bb = load_backbone(BackboneConfig("toy"))
+    if cfg.e2e_random:   # what fine-tuning does where the frozen features know nothing (docs/TOY_WORLD.md)
+        from .data import load_dataset
+        from .features import build_features
+        from .video import SamplingConfig
+
+        bb = load_backbone(BackboneConfig("toy", "random"))
+        fs = build_features(load_dataset(TOY_DIR), bb, SamplingConfig(12, bb.image_size), progress=False)
+    else:
+        fs = toy_features(progress=False)   # the cache the quality section uses
+        bb = load_backbone(BackboneConfig("toy"))
     train, val, test = fs.split("train"), fs.split("val"), fs.split("test")
     n = min(cfg.e2e_videos, len(train.videos))
     rows = [i for i, v in enumerate(train.texts.video.tolist()) if v < n]
@@ -649,7 +661,23 @@ def main(argv=None) -> int:
     p.add_argument("--skip-quality", action="store_true", help="efficiency, storage and FLOPs only")
     p.add_argument("--features", choices=("toy", "synthetic"), default="toy",
                    help="quality on the toy world (default) or the synthetic feature-space stand-in")
+    e2e = p.add_argument_group("the end_to_end section alone (the study in docs/TOY_WORLD.md)")
+    e2e.add_argument("--end-to-end-only", action="store_true", help="run only the end_to_end section, print its JSON")
+    e2e.add_argument("--e2e-videos", type=int, default=BenchConfig.e2e_videos, help="training videos")
+    e2e.add_argument("--e2e-epochs", type=int, default=BenchConfig.e2e_epochs)
+    e2e.add_argument("--e2e-finetune", type=int, default=BenchConfig.e2e_finetune, help="CLIP blocks (-1: all)")
+    e2e.add_argument("--e2e-lr-mult", type=float, default=BenchConfig.e2e_backbone_lr_mult, help="CLIP lr / lr")
+    e2e.add_argument("--e2e-random", action="store_true", help="a randomly initialised toy CLIP")
+    e2e.add_argument("--no-ddp", action="store_true", help="skip the 2-process equivalence check")
     args = p.parse_args(argv)
+    if args.end_to_end_only:
+        cfg = BenchConfig(e2e_videos=args.e2e_videos, e2e_epochs=args.e2e_epochs, e2e_finetune=args.e2e_finetune,
+                          e2e_backbone_lr_mult=args.e2e_lr_mult, e2e_random=args.e2e_random, e2e_ddp=not args.no_ddp)
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        result = end_to_end(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
+        write_json(result, args.out)
+        print(json.dumps(result, indent=1))
+        return 0
     make = BenchConfig.quick_config if args.quick else BenchConfig
     cfg = make(quality=not args.skip_quality, features=args.features)
     t = time.perf_counter()
