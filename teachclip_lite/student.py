@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from open_clip.transformer import QuickGELU, Transformer
 
-from .heads import ADAPTERS, residual_head
+from .heads import ADAPTERS, mean_pool, residual_head
 from .paths import atomic_open
 from .query import QUERIES, QueryEncoder
 
@@ -206,8 +206,7 @@ class Student(nn.Module):
         L2-normalised before they are pooled, as in CLIP4Clip and TeachCLIP."""
         feats = F.normalize(feats, dim=-1)
         if scores is None:
-            w = mask.float() / mask.sum(1, keepdim=True).clamp(min=1)
-            return F.normalize((w[..., None] * feats).sum(1), dim=-1), None
+            return mean_pool(feats, mask), None
         w = (scores / self.cfg.afa_temperature).softmax(-1)
         return F.normalize((w[..., None] * feats).sum(1), dim=-1), w
 

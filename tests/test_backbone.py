@@ -26,6 +26,11 @@ def test_toy_backbone_shapes(toy):
     ref = toy.model.encode_text(toy.tokenize(["a red circle moving left"]))
     assert torch.allclose(sent[0], ref[0], atol=1e-5)
     assert torch.allclose(sent[1], words[1, mask[1].sum() - 1], atol=1e-6)
+    # the tower runs only up to the batch's last EOT: the kept tokens equal the full-context ones, the rest is zero
+    from teachclip_lite.backbone import text_tokens
+    with torch.no_grad():
+        _, full, _ = text_tokens(toy.model, toy.tokenize(["a red circle moving left", "static noise"]))
+    assert torch.allclose(words[mask], full[mask], atol=1e-5) and not words[:, mask.sum(1).max():].any()
 
 
 def test_local_checkpoint_path(tmp_path, toy):

@@ -79,6 +79,8 @@ def test_encoding_section_compares_bf16_with_fp32(quick_run):
     assert set(toy) == {"fp32", "bf16"} and all(v["frames_per_s"] > 0 and v["share_of_roofline"] > 0 for v in toy.values())
     assert toy["bf16"]["cos_vs_fp32"] >= 0.999   # bf16 embeddings agree with fp32 (the bound)
     assert set(enc["query_ms"]["toy"]) == {"fp32", "bf16"}
+    assert enc["query_search_ms"]["toy"]["fp32"] > 0 and enc["query_corpus"] > 0
+    assert toy["fp32"]["ms_per_clip"]["encode"] > 0 and toy["fp32"]["ms_per_clip"]["decode"] > 0
 
 
 def test_end_to_end_section_trains_frozen_and_finetuned(quick_run):
