@@ -31,6 +31,7 @@ class ModelSpec:
     coarse: bool = False         # taught by the teachers' similarity matrices
     fine: bool = False           # taught by the teachers' frame relevance
     about: str = ""
+    colour: str = "#7f7f7f"      # in every figure (viz.py)
 
     @property
     def is_student(self) -> bool:
@@ -43,23 +44,30 @@ class ModelSpec:
 
 
 _SPECS = (
-    ModelSpec("meanP", "baseline", "meanP", about="CLIP4Clip mean pooling, InfoNCE only"),
-    ModelSpec("seqTransf", "baseline", "seqTransf", about="CLIP4Clip's temporal transformer, then mean pooling"),
-    ModelSpec("afa", "baseline", "afa", about="AFA aggregation with no temporal module, InfoNCE only"),
+    ModelSpec("meanP", "baseline", "meanP", about="CLIP4Clip mean pooling, InfoNCE only", colour="#7f7f7f"),
+    ModelSpec("seqTransf", "baseline", "seqTransf",
+              about="CLIP4Clip's temporal transformer, then mean pooling", colour="#c7c7c7"),
+    ModelSpec("afa", "baseline", "afa",
+              about="AFA aggregation with no temporal module, InfoNCE only", colour="#17becf"),
     ModelSpec("afa_nce02", "baseline", "seqTransf_afa", None,
-              about="the TeachCLIP student at teachclip's InfoNCE weight (0.2), no teacher"),
+              about="the TeachCLIP student at teachclip's InfoNCE weight (0.2), no teacher", colour="#9edae5"),
     ModelSpec("seqTransf_afa", "baseline", "seqTransf_afa",
-              about="the TeachCLIP student (seqTransf + AFA), InfoNCE only: teachclip's untaught twin"),
-    ModelSpec("teacher_xpool", "teacher", "xpool", about="X-Pool: text-conditioned pooling over frames"),
-    ModelSpec("teacher_xclip", "teacher", "xclip", about="X-CLIP: video/frame x sentence/word similarities"),
-    ModelSpec("teacher_ts2net", "teacher", "ts2net", about="TS2-Net: token shift and selection, frame scores"),
-    ModelSpec("teacher_ensemble", "ensemble", "ensemble", about="the teaching teachers' logits averaged"),
+              about="the TeachCLIP student (seqTransf + AFA), InfoNCE only: teachclip's untaught twin",
+              colour="#aec7e8"),
+    ModelSpec("teacher_xpool", "teacher", "xpool",
+              about="X-Pool: text-conditioned pooling over frames", colour="#9467bd"),
+    ModelSpec("teacher_xclip", "teacher", "xclip",
+              about="X-CLIP: video/frame x sentence/word similarities", colour="#8c564b"),
+    ModelSpec("teacher_ts2net", "teacher", "ts2net",
+              about="TS2-Net: token shift and selection, frame scores", colour="#e377c2"),
+    ModelSpec("teacher_ensemble", "ensemble", "ensemble",
+              about="the teaching teachers' logits averaged", colour="#1f77b4"),
     ModelSpec("teachclip_coarse", "student", "seqTransf_afa", None, coarse=True,
-              about="seqTransf_afa + coarse-grained teaching"),
+              about="seqTransf_afa + coarse-grained teaching", colour="#ff7f0e"),
     ModelSpec("teachclip_fine", "student", "seqTransf_afa", None, fine=True,
-              about="seqTransf_afa + fine-grained teaching"),
+              about="seqTransf_afa + fine-grained teaching", colour="#2ca02c"),
     ModelSpec("teachclip", "student", "seqTransf_afa", None, coarse=True, fine=True,
-              about="seqTransf_afa + coarse + fine: the method"),
+              about="seqTransf_afa + coarse + fine: the method", colour="#d62728"),
 )
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
 

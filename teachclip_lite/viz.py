@@ -23,18 +23,16 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from . import tables
+from .models import REGISTRY
 
 WIDTH = 920                       # figure width in pixels: fits JupyterLab and the HTML export
 TRUTH = "rgb(44,160,44)"          # frames a caption describes (ground truth)
 FILLER_DIM = 0.45                 # frames that show nothing are drawn at this brightness
-MODEL_COLOURS = {
-    "meanP": "#7f7f7f", "seqTransf": "#c7c7c7", "afa": "#17becf", "afa_nce02": "#9edae5", "seqTransf_afa": "#aec7e8",
-    "teachclip_coarse": "#ff7f0e",
-    "teachclip_fine": "#2ca02c", "teachclip": "#d62728", "teacher_xpool": "#9467bd", "teacher_xclip": "#8c564b",
-    "teacher_ts2net": "#e377c2", "teacher_ensemble": "#1f77b4", "xpool": "#9467bd", "xclip": "#8c564b",
-    "ts2net": "#e377c2", "ensemble": "#1f77b4", "student": "#d62728", "teacher": "#1f77b4",
-    "truth": TRUTH, "uniform": "#bcbd22",
-}
+# a colour per registered model (models.py), the same for a teacher's architecture name (xclip = teacher_xclip)
+MODEL_COLOURS = {**{s.architecture: s.colour for s in REGISTRY.values() if s.role in ("teacher", "ensemble")},
+                 **{name: s.colour for name, s in REGISTRY.items()},
+                 "student": REGISTRY["teachclip"].colour, "teacher": REGISTRY["teacher_ensemble"].colour,
+                 "truth": TRUTH, "uniform": "#bcbd22"}
 LABELS = {
     "t2v_r1": "R@1", "t2v_r5": "R@5", "t2v_r10": "R@10", "t2v_mdr": "MdR", "t2v_mnr": "MnR", "sumr": "SumR",
     "v2t_r1": "v2t R@1", "attention_hit": "attention hit", "attention_hit_any": "attention hit (any event)",
