@@ -231,7 +231,7 @@ def _lr_factor(step: int, total: int, warmup: float) -> float:
 
 
 def _fit(model, step_loss, evaluate, cfg: TrainConfig, n_captions_video: torch.Tensor, out_dir, resume,
-         progress, desc, save_best, stop_after=None):
+         progress, desc, save_best, stop_after=None, prepare=None):
     from tqdm.auto import tqdm
 
     device = resolve_device(cfg.device)
@@ -260,6 +260,8 @@ def _fit(model, step_loss, evaluate, cfg: TrainConfig, n_captions_video: torch.T
             raise ValueError(f"{state_path}: cannot resume ({e}); delete it or pass resume=False") from None
     bar = tqdm(total=total, initial=start * steps_per_epoch, desc=desc, disable=not (progress and main), leave=False)
     end = cfg.epochs if stop_after is None else min(cfg.epochs, start + stop_after)
+    if prepare is not None and start < end:   # what only training needs (the teachers' targets)
+        prepare()
     for epoch in range(start, end):
         t0 = time.perf_counter()
         torch.manual_seed(int(cfg.seed) * 100_003 + epoch)   # dropout, reproducible per epoch
@@ -367,22 +369,23 @@ def train_student(cfg: TrainConfig, features_train: FeatureSet, features_val: Fe
         raise ValueError(f"fine-grained teaching needs an AFA student, not {the_student.cfg.kind!r}")
     train = _Data(features_train, device, patches=any(t.needs_patches for t in teachers))
     cache = {} if teacher_cache is None else teacher_cache
-    relevance = []
-    if use_fine:
-        for i, t in enumerate(teachers):
-            key = ("relevance", id(t), len(features_train.texts))
-            if key not in cache:
-                vids = features_train.texts.video
-                cache[key] = t.frame_relevance(features_train.texts, features_train.videos.subset(vids))
-            relevance.append(cache[key].to(device))
+    relevance, matrices = [], []   # per teacher: frame relevance of each training caption; logits of every pair
 
-    matrices = []   # each teacher's logits of every training caption with every training video, once
-    if use_coarse:
+    def teacher_targets():
+        """The teachers' outputs on the training set, once, before the first epoch this call trains (a
+        finished run that is only loaded never computes them)."""
         for t in teachers:
-            key = ("matrix", id(t), len(features_train.texts), len(features_train.videos))
-            if key not in cache:
-                cache[key] = t.similarity(features_train.texts, features_train.videos)
-            matrices.append(cache[key].to(device))
+            if use_fine:
+                key = ("relevance", id(t), len(features_train.texts))
+                if key not in cache:
+                    vids = features_train.texts.video
+                    cache[key] = t.frame_relevance(features_train.texts, features_train.videos.subset(vids))
+                relevance.append(cache[key].to(device))
+            if use_coarse:
+                key = ("matrix", id(t), len(features_train.texts), len(features_train.videos))
+                if key not in cache:
+                    cache[key] = t.similarity(features_train.texts, features_train.videos)
+                matrices.append(cache[key].to(device))
 
     if end_to_end:   # pixels stay on the CPU; a batch's frames travel to the device when it is drawn
         pixels, tokens = features_train.videos.pixels, features_train.texts.tokens
@@ -415,7 +418,8 @@ def train_student(cfg: TrainConfig, features_train: FeatureSet, features_val: Fe
     else:
         evaluate = lambda m: evaluate_student(m, val)[0]  # noqa: E731
     return _fit(model, step_loss, evaluate, cfg, features_train.texts.video,
-                out_dir, resume, progress, desc, lambda m: m.save(Path(out_dir) / "best.pt"), stop_after)
+                out_dir, resume, progress, desc, lambda m: m.save(Path(out_dir) / "best.pt"), stop_after,
+                prepare=teacher_targets)
 
 
 def train_teacher(cfg: TrainConfig, features_train: FeatureSet, features_val: FeatureSet,

@@ -84,6 +84,15 @@ def test_fine_teaching_moves_afa_onto_the_taught_frame(data, tmp_path):
         train_student(cfg, tr, va, teachers=[FrameTeacher(16)], progress=False,
                       student=StudentConfig(kind="meanP", dim=16))
 
+    class Unused(FrameTeacher):
+        def frame_relevance(self, texts, videos, chunk=1024):
+            raise AssertionError("a finished run asked its teacher again")
+
+    # the finished run loads its best checkpoint without the teachers' targets (they are only for training)
+    again, _ = train_student(cfg, tr, va, teachers=[Unused(16)], progress=False, out_dir=tmp_path)
+    assert torch.equal(again.frame_weights(va.videos.frames, va.videos.mask),
+                       Student.load(tmp_path / "best.pt").frame_weights(va.videos.frames, va.videos.mask))
+
 
 def test_teacher_training_improves_on_its_start(data):
     tr, va = data
