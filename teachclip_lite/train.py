@@ -221,9 +221,10 @@ def _param_groups(model: torch.nn.Module, cfg: TrainConfig):
             for (m, decay), ps in sorted(groups.items())]
 
 
-def _lr_factor(step: int, total: int, warmup: float) -> float:
-    """BertAdam's warmup_cosine: linear up to `warmup` of the steps, then 0.5 (1 + cos(pi x)) of the
-    fraction x of ALL steps done (so the cosine does not restart after the warm-up)."""
+def warmup_cosine(step: int, total: int, warmup: float) -> float:
+    """BertAdam's warmup_cosine, the kit's one lr schedule (students, teachers, the toy CLIP): linear up to
+    `warmup` of the steps, then 0.5 (1 + cos(pi x)) of the fraction x of ALL steps done (so the cosine does not
+    restart after the warm-up)."""
     x = (step + 1) / max(1, total)
     if x < warmup:
         return x / warmup
@@ -242,7 +243,7 @@ def _fit(model, step_loss, evaluate, cfg: TrainConfig, n_captions_video: torch.T
     opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     steps_per_epoch = len(epoch_batches(n_captions_video, cfg.batch_size, cfg.seed, 0))
     total = cfg.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, cfg.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, cfg.warmup))
     history: list[dict] = []
     best = {"key": None, "state": copy.deepcopy(model.state_dict()), "epoch": -1}
     start = 0

@@ -85,6 +85,6 @@ def test_committed_toy_clip_beats_chance_on_a_fresh_world(tiny_toy, toy):
 @pytest.mark.slow
 def test_toy_clip_recipe_learns_at_small_scale(tiny_toy):
     root, _ = tiny_toy
-    cfg = ToyClipConfig(steps=60, batch_size=32, warmup=10, eval_every=60, frames_per_video=8)
+    cfg = ToyClipConfig(steps=60, batch_size=32, warmup=0.15, eval_every=60, frames_per_video=8)
     m = pretrain_toy_clip(root, out=None, cfg=cfg, progress=False)
     assert m["frame_to_caption_r1"] > 2 * m["chance_r1"]

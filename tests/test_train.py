@@ -1,11 +1,13 @@
 """The trainer: batches, determinism, best checkpoint, resume, teaching reaches the student."""
+import math
+
 import pytest
 import torch
 
 from teachclip_lite.experiments import synthetic_features
 from teachclip_lite.student import Student, StudentConfig
 from teachclip_lite.teachers import Teacher
-from teachclip_lite.train import TrainConfig, epoch_batches, evaluate_student, train_student, train_teacher
+from teachclip_lite.train import TrainConfig, epoch_batches, evaluate_student, train_student, train_teacher, warmup_cosine
 
 
 @pytest.fixture
@@ -15,6 +17,17 @@ def data():
 
 
 CFG = TrainConfig(epochs=3, batch_size=32, lr=3e-3)
+
+
+def test_warmup_cosine_is_bertadams_schedule():
+    """TeachCLIP's BertAdam updates with lr * f(step / t_total) for step = 1..t_total, where f is linear up to
+    `warmup` and 0.5 (1 + cos(pi x)) after it; LambdaLR asks for step - 1."""
+    total, warmup = 50, 0.1
+    for step in range(1, total + 1):
+        x = step / total
+        want = x / warmup if x < warmup else 0.5 * (1 + math.cos(math.pi * x))
+        assert warmup_cosine(step - 1, total, warmup) == pytest.approx(want)
+    assert warmup_cosine(total - 1, total, warmup) == pytest.approx(0.0)
 
 
 def test_epoch_batches_cover_every_caption_once_without_repeated_videos():
