@@ -118,10 +118,11 @@ def teaching_loss(student_logits: torch.Tensor, student_scores: torch.Tensor | N
 
     `weights` None takes the official recipe of the coarse loss (`recipe_weights`). A channel
     whose weight is 0 (or that has no teachers) is skipped. Returns (loss, parts) where parts
-    holds the unweighted components as floats, for progress bars and history.
+    holds the unweighted components as floats, for progress bars and history. Logits [B, B + k] (k
+    uncaptioned clips, TrainConfig.recombine) keep InfoNCE on the captioned square; the coarse loss sees all.
     """
     w_nce, w_coarse, w_fine = recipe_weights(coarse) if weights is None else weights
-    nce = info_nce(student_logits)
+    nce = info_nce(student_logits[:, :student_logits.shape[0]])
     loss, parts = w_nce * nce, {"nce": nce.item()}
     if w_coarse and len(teacher_logits):   # all teachers in one batched call: the mean of their losses
         c = coarse_loss(student_logits, torch.stack(list(teacher_logits)), coarse)

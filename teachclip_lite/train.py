@@ -74,6 +74,10 @@ class TrainConfig:
     grad_checkpointing: bool = False    # fine-tuning: recompute CLIP's activations in backward (memory for time)
     precision: str = "auto"             # "auto": bf16 autocast on CUDA, and when fine-tuning on a bf16 CPU; else
                                         # fp32 | "fp32" | "bf16" (autocast) | "fp16" (CUDA, with loss scaling)
+    recombine: float = 0.0              # beyond the paper (a study, docs/TOY_WORLD.md row K): each batch adds this
+                                        # share of uncaptioned clips, the first half of one batch video's frames
+                                        # and the second half of the next's, which the teachers score online and
+                                        # the coarse loss alone sees (0: off, the paper's recipe)
 
     def __post_init__(self):
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -82,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"finetune {self.finetune!r}: 0 (frozen CLIP), N > 0 (its last N blocks) or -1 (all)")
         if self.coarse_loss not in COARSE_LOSSES:
             raise ValueError(f"coarse_loss {self.coarse_loss!r} is not one of {COARSE_LOSSES}")
+        if not 0 <= self.recombine <= 1:
+            raise ValueError(f"recombine {self.recombine!r}: a share of the batch, between 0 and 1")
         if self.fine_loss not in FINE_LOSSES:
             raise ValueError(f"fine_loss {self.fine_loss!r} is not one of {FINE_LOSSES}")
         self.weights = tuple(float(w) for w in (recipe_weights(self.coarse_loss) if self.weights is None
@@ -127,7 +133,7 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
 
 
-LATER = {"finetune": 0, "backbone_lr_mult": 1e-3, "grad_checkpointing": False, "precision": "auto"}
+LATER = {"finetune": 0, "backbone_lr_mult": 1e-3, "grad_checkpointing": False, "precision": "auto", "recombine": 0.0}
 
 
 def _same_config(saved: dict, cfg: "TrainConfig") -> bool:
@@ -403,7 +409,13 @@ def train_student(cfg: TrainConfig, features_train: FeatureSet, features_val: Fe
             text = train.text_args(rows) if model.needs_words else (train.sentence[rows], None, None)
             return text[0], frames, mask, text[1], text[2]
 
+    recombine = use_coarse and cfg.recombine > 0
+    if recombine and (end_to_end or distributed.active()):
+        raise ValueError("recombine is a single-process study on cached features: not with finetune or torchrun")
+
     def step_loss(net, rows):
+        if recombine:
+            return recombined_loss(net, rows)
         local, counts = distributed.shard(rows)      # this rank's share of the global batch (all of it alone)
         t, v, scores = (distributed.gather(x, counts) for x in net(*inputs(local)))
         logits = model.logit_scale * t @ v.t()
@@ -412,6 +424,24 @@ def train_student(cfg: TrainConfig, features_train: FeatureSet, features_val: Fe
         t_rel = [r[rows] for r in relevance] if use_fine else []
         return teaching_loss(logits.float(), None if scores is None else scores.float(), mask, t_logits, t_rel,
                              cfg.weights, cfg.coarse_loss, cfg.fine_loss)
+
+    def recombined_loss(net, rows):
+        """The batch's captioned pairs as above, plus k spliced clips as extra columns of the coarse loss."""
+        frames, mask, patches = train.video_args(rows)
+        k = max(1, round(cfg.recombine * len(rows)))
+        half = frames.shape[1] // 2
+        spliced = [torch.cat([x[:k, :half], x.roll(-1, 0)[:k, half:]], 1) for x in (frames, mask)]
+        text = train.text_args(rows)
+        with torch.no_grad():
+            extra = [te.logits(*text, *spliced, None if patches is None else
+                               torch.cat([patches[:k, :half], patches.roll(-1, 0)[:k, half:]], 1)) for te in teachers]
+        q = text[0], torch.cat([frames, spliced[0]]), torch.cat([mask, spliced[1]]), *text[1:]
+        t, v, scores = net(*q) if model.needs_words else net(q[0], q[1], q[2], None, None)
+        logits = model.logit_scale * t @ v.t()                                        # [B, B + k]
+        t_logits = [torch.cat([m[rows][:, train.video[rows]], e.float()], 1) for m, e in zip(matrices, extra)]
+        t_rel = [r[rows] for r in relevance] if use_fine else []
+        return teaching_loss(logits.float(), None if scores is None else scores[:len(rows)].float(), mask,
+                             t_logits, t_rel, cfg.weights, cfg.coarse_loss, cfg.fine_loss)
 
     val = features_val
     if end_to_end:

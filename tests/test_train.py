@@ -112,3 +112,27 @@ def test_teacher_training_improves_on_its_start(data):
     t, hist = train_teacher(TrainConfig(epochs=4, batch_size=32, lr=3e-3), tr, va, "xpool", progress=False)
     assert hist[-1]["nce"] < hist[0]["nce"]
     assert t.similarity(va.texts, va.videos).shape == (len(va.texts), len(va.videos))
+
+
+def test_recombine_teaches_on_spliced_clips_the_captions_never_cover(data):
+    """TrainConfig.recombine: the teacher scores, online, clips spliced from two batch videos; the student's
+    coarse loss sees them as extra columns while its InfoNCE stays on the captioned pairs."""
+    tr, va = data
+    teacher, _ = train_teacher(TrainConfig(epochs=2, batch_size=32, lr=3e-3), tr, va, "xclip", progress=False)
+    seen = []
+    logits = teacher.logits
+
+    def spy(sentence, words, word_mask, frames, mask, patches=None):
+        seen.append((len(sentence), len(frames)))
+        return logits(sentence, words, word_mask, frames, mask, patches)
+
+    teacher.logits = spy
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=3e-3, weights=(1.0, 1.0, 0.0))
+    plain, h0 = train_student(cfg, tr, va, teachers=[teacher], progress=False)
+    assert not seen                                              # off by default: the paper's recipe
+    mixed, h1 = train_student(TrainConfig(**{**cfg.__dict__, "recombine": 0.25}), tr, va, teachers=[teacher],
+                              progress=False)
+    assert seen and all(k == max(1, round(0.25 * b)) for b, k in seen)
+    assert h1[-1]["coarse"] != h0[-1]["coarse"] and math.isfinite(h1[-1]["loss"])
+    with pytest.raises(ValueError, match="recombine"):
+        TrainConfig(recombine=2)
