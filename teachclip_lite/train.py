@@ -74,7 +74,7 @@ class TrainConfig:
     grad_checkpointing: bool = False    # fine-tuning: recompute CLIP's activations in backward (memory for time)
     precision: str = "auto"             # "auto": bf16 autocast on CUDA, and when fine-tuning on a bf16 CPU; else
                                         # fp32 | "fp32" | "bf16" (autocast) | "fp16" (CUDA, with loss scaling)
-    recombine: float = 0.0              # beyond the paper (a study, docs/TOY_WORLD.md row K): each batch adds this
+    recombine: float = 0.0              # beyond the paper (a study, docs/TOY_WORLD.md row M): each batch adds this
                                         # share of uncaptioned clips, the first half of one batch video's frames
                                         # and the second half of the next's, which the teachers score online and
                                         # the coarse loss alone sees (0: off, the paper's recipe)
