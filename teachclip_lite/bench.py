@@ -89,13 +89,15 @@ class BenchConfig:
     e2e_backbone_lr_mult: float = 1e-2
     e2e_ddp: bool = True              # and the 2-process equivalence check (equivalence.py)
     e2e_random: bool = False          # a randomly initialised toy CLIP instead of the pretrained one (the study)
+    loss_choice: bool = True          # and experiments.loss_choice (seed 0): lesson 02 then loads its students
 
     @classmethod
     def quick_config(cls, **kw) -> "BenchConfig":
         """Small N, few repeats, one-seed two-epoch quality: about a minute on a quiet 2-core machine."""
         base = dict(sizes=(1_000, 10_000), teacher_sizes=(1_000,), repeats=2, single_queries=4,
                     rss_size=20_000, faiss_sizes=(10_000,), faiss_nprobe=(8, 64), quick=True, encode_batch=8,
-                    encode_backbones=("toy",), query_corpus=10_000, breakdown_clips=2, e2e_videos=24, e2e_epochs=1, e2e_ddp=False)
+                    encode_backbones=("toy",), query_corpus=10_000, breakdown_clips=2, e2e_videos=24, e2e_epochs=1, e2e_ddp=False,
+                    loss_choice=False)
         return cls(**{**base, **kw})
 
 
@@ -542,10 +544,11 @@ def faiss_section(cfg: BenchConfig, log=print) -> dict:
     return res
 
 
-def quality(cfg: BenchConfig, log=print) -> tuple[dict, dict]:
-    """experiments.run_experiments on the toy world (or the synthetic stand-in): summary and uniform."""
+def quality(cfg: BenchConfig, log=print) -> tuple[dict, dict, list]:
+    """experiments.run_experiments on the toy world (or the synthetic stand-in): summary, uniform and the
+    loss-choice rows (experiments.loss_choice on the first seed; [] when turned off, as in quick runs)."""
     try:
-        from .experiments import ExperimentConfig, run_experiments, synthetic_features
+        from .experiments import ExperimentConfig, loss_choice, run_experiments, synthetic_features
     except ImportError as e:
         raise RuntimeError(f"bench quality needs teachclip_lite.experiments ({e}); "
                            f"run with --skip-quality for the efficiency part only") from None
@@ -565,7 +568,11 @@ def quality(cfg: BenchConfig, log=print) -> tuple[dict, dict]:
             log(f"checkpoints in {exp.out_dir}")
     results = run_experiments(exp, features, truth=truth)
     log(results.markdown())
-    return results.summary(), dict(results.uniform)
+    choice = []
+    if cfg.loss_choice and ("teachclip", exp.seeds[0]) in results.models:
+        choice = loss_choice(results, features, exp, seed=exp.seeds[0])
+        log("loss choice: " + "; ".join(f"{r['channel']} {r['loss']} R@1 {r['t2v_r1']:.1f}" for r in choice))
+    return results.summary(), dict(results.uniform), choice
 
 
 def run(cfg: BenchConfig, log=print) -> dict:
@@ -573,7 +580,7 @@ def run(cfg: BenchConfig, log=print) -> dict:
     threads = torch.get_num_threads()
     where = machine()   # now: the trainer changes torch's thread count; the timings run with this one
     if cfg.quality:
-        summary, uniform = quality(cfg, log)
+        summary, uniform, result["loss_choice"] = quality(cfg, log)
         torch.set_num_threads(threads)  # the trainer sets its own thread count
         result["quality"] = {m: {k: v for k, v in s.items() if k != "seeds"} for m, s in summary.items()}
         result["attention_hit_uniform"] = uniform.get("attention_hit_uniform")
@@ -629,6 +636,13 @@ def markdown(result: dict) -> str:
         lines += [summary_table(result["quality"], {"attention_hit_uniform": result["attention_hit_uniform"],
                                                     "attention_hit_any_uniform": result["attention_hit_any_uniform"]}),
                   ""]
+    if result.get("loss_choice"):
+        lines += ["Teaching loss (teachclip, seed 0; coarse varied with fine \"ce\", fine varied with coarse "
+                  "\"pearson\"; test R@1 / SumR):", "",
+                  markdown_table(["channel", "loss", "R@1", "R@5", "R@10", "SumR"],
+                                 [[r["channel"], r["loss"], *(f"{r[k]:.1f}" for k in ("t2v_r1", "t2v_r5", "t2v_r10",
+                                                                                     "sumr"))]
+                                  for r in result["loss_choice"]]), ""]
     rows = []
     for n, row in result["efficiency"].items():
         mark = "*" if row["extrapolated"] else ""

@@ -39,9 +39,9 @@ NOTEBOOKS = ("00_setup_and_toy_world", "01_teacher_scoring", "02_coarse_vs_fine_
 _SMALL = {"EPOCHS": 2, "BATCH_SIZE": 64, "MAX_TRAIN_VIDEOS": 200}
 TEST_PARAMETERS: dict[str, dict] = {
     "00_setup_and_toy_world": {},
-    "01_teacher_scoring": {**_SMALL, "COST_SIZES": [1000, 4000], "COST_TEACHER_SIZES": [1000], "COST_REPEATS": 2},
+    "01_teacher_scoring": {**_SMALL, "SEEDS": [0], "COST_SIZES": [1000, 4000], "COST_TEACHER_SIZES": [1000], "COST_REPEATS": 2},
     "02_coarse_vs_fine_distillation": {**_SMALL, "SEEDS": [0]},
-    "03_afa_attention": dict(_SMALL),
+    "03_afa_attention": {**_SMALL, "SEEDS": [0]},
     "04_interactive_retrieval": dict(_SMALL),
     "05_bring_your_own_videos": {"EXAMPLE_VIDEOS": [24, 6, 10], "EPOCHS": 2},
 }

@@ -26,7 +26,8 @@ def quick_run(tmp_path_factory):
 def test_quick_bench_writes_the_issue_keys(quick_run):
     r = quick_run
     assert {"quality", "attention_hit_uniform", "attention_hit_any_uniform", "efficiency",
-            "storage_bytes_per_video", "flops_per_query", "paper_scale", "machine", "date"} <= set(r)
+            "storage_bytes_per_video", "flops_per_query", "paper_scale", "machine", "date", "loss_choice"} <= set(r)
+    assert r["loss_choice"] == []   # quick runs leave it to the full bench
     assert set(r["quality"]) == set(ALL_MODELS)
     for name, m in r["quality"].items():
         assert set(METRICS) | {"std"} == set(m), name
@@ -129,3 +130,16 @@ def test_quality_without_experiments_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "teachclip_lite.experiments", None)
     with pytest.raises(RuntimeError, match="--skip-quality"):
         bench.quality(bench.BenchConfig.quick_config(features="synthetic"))
+
+
+def test_quality_trains_the_loss_choice_rows_lesson_02_loads(quick_run):
+    """make bench trains experiments.loss_choice on seed 0, so lesson 02 loads those students after it."""
+    from teachclip_lite.experiments import LOSS_CHOICES, ExperimentConfig
+
+    exp = ExperimentConfig.quick(models=("teacher_xclip", "teachclip"), teachers=("xclip",), workers=1)
+    summary, _, choice = bench.quality(bench.BenchConfig.quick_config(features="synthetic", experiment=exp,
+                                                                      loss_choice=True), log=lambda s: None)
+    assert {(r["channel"], r["loss"]) for r in choice} == {(c, x) for c, xs in LOSS_CHOICES.items() for x in xs}
+    default = [r for r in choice if (r["channel"], r["loss"]) in (("coarse", "pearson"), ("fine", "ce"))]
+    assert [r["t2v_r1"] for r in default] == [summary["teachclip"]["t2v_r1"]] * 2   # the ablation's own model
+    assert "Teaching loss" in bench.markdown({**quick_run, "loss_choice": choice})
