@@ -245,7 +245,14 @@ _SHARED = None
 
 def _run_seed_worker(args):
     cfg, seed = args
+    _one_thread()
     return _run_seed(cfg, seed, _SHARED, progress=False)
+
+
+def _one_thread() -> None:
+    """First thing in a forked worker: one thread, so no torch op enters the OpenMP pool the parent may have
+    started before the fork (a child that does hangs in its first parallel op: seen in make bench)."""
+    torch.set_num_threads(1)
 
 
 def _run_seed(cfg: ExperimentConfig, seed: int, data, progress: bool):
@@ -342,7 +349,7 @@ def loss_choice(results: Results, features: FeatureSet, cfg: ExperimentConfig, s
         trained = [_loss_variant(pairs[v], progress) for v in todo]
     else:
         with get_context("fork").Pool(workers) as pool:
-            trained = pool.starmap(_loss_variant, [(pairs[v], False) for v in todo])
+            trained = pool.starmap(_loss_variant_worker, [(pairs[v], False) for v in todo])
     _SHARED = None
     models = dict(zip(todo, trained))
     eval_fs = features.split(cfg.eval_split)
@@ -352,6 +359,11 @@ def loss_choice(results: Results, features: FeatureSet, cfg: ExperimentConfig, s
         metrics = evaluate_student(model, eval_fs)[0]
         out.append({"channel": v[0], "loss": v[1], **{k: metrics[k] for k in ("t2v_r1", "t2v_r5", "t2v_r10", "sumr")}})
     return out
+
+
+def _loss_variant_worker(pair: tuple[str, str], progress: bool):
+    _one_thread()
+    return _loss_variant(pair, progress)
 
 
 def _loss_variant(pair: tuple[str, str], progress: bool):

@@ -136,7 +136,7 @@ def test_quality_trains_the_loss_choice_rows_lesson_02_loads(quick_run):
     """make bench trains experiments.loss_choice on seed 0, so lesson 02 loads those students after it."""
     from teachclip_lite.experiments import LOSS_CHOICES, ExperimentConfig
 
-    exp = ExperimentConfig.quick(models=("teacher_xclip", "teachclip"), teachers=("xclip",), workers=1)
+    exp = ExperimentConfig.quick(models=("teacher_xclip", "teachclip"), teachers=("xclip",), workers=2)   # forks: a worker must not hang
     summary, _, choice = bench.quality(bench.BenchConfig.quick_config(features="synthetic", experiment=exp,
                                                                       loss_choice=True), log=lambda s: None)
     assert {(r["channel"], r["loss"]) for r in choice} == {(c, x) for c, xs in LOSS_CHOICES.items() for x in xs}
