@@ -78,6 +78,8 @@ class TrainConfig:
                                         # share of uncaptioned clips, the first half of one batch video's frames
                                         # and the second half of the next's, which the teachers score online and
                                         # the coarse loss alone sees (0: off, the paper's recipe)
+    recombine_cut: float = 0.5          # with recombine: the share of a spliced clip's frames from the first video;
+                                        # 0: a cut drawn at random per batch (1 .. T-1 frames, row P of the study)
 
     def __post_init__(self):
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -88,6 +90,8 @@ class TrainConfig:
             raise ValueError(f"coarse_loss {self.coarse_loss!r} is not one of {COARSE_LOSSES}")
         if not 0 <= self.recombine <= 1:
             raise ValueError(f"recombine {self.recombine!r}: a share of the batch, between 0 and 1")
+        if not 0 <= self.recombine_cut < 1:
+            raise ValueError(f"recombine_cut {self.recombine_cut!r}: a share of the frames in [0, 1) (0: random)")
         if self.fine_loss not in FINE_LOSSES:
             raise ValueError(f"fine_loss {self.fine_loss!r} is not one of {FINE_LOSSES}")
         self.weights = tuple(float(w) for w in (recipe_weights(self.coarse_loss) if self.weights is None
@@ -133,7 +137,8 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
 
 
-LATER = {"finetune": 0, "backbone_lr_mult": 1e-3, "grad_checkpointing": False, "precision": "auto", "recombine": 0.0}
+LATER = {"finetune": 0, "backbone_lr_mult": 1e-3, "grad_checkpointing": False, "precision": "auto", "recombine": 0.0,
+         "recombine_cut": 0.5}
 
 
 def _same_config(saved: dict, cfg: "TrainConfig") -> bool:
@@ -429,12 +434,12 @@ def train_student(cfg: TrainConfig, features_train: FeatureSet, features_val: Fe
         """The batch's captioned pairs as above, plus k spliced clips as extra columns of the coarse loss."""
         frames, mask, patches = train.video_args(rows)
         k = max(1, round(cfg.recombine * len(rows)))
-        half = frames.shape[1] // 2
-        spliced = [torch.cat([x[:k, :half], x.roll(-1, 0)[:k, half:]], 1) for x in (frames, mask)]
+        cut = splice_cut(cfg.recombine_cut, frames.shape[1])
+        spliced = [splice(x, k, cut) for x in (frames, mask)]
         text = train.text_args(rows)
         with torch.no_grad():
-            extra = [te.logits(*text, *spliced, None if patches is None else
-                               torch.cat([patches[:k, :half], patches.roll(-1, 0)[:k, half:]], 1)) for te in teachers]
+            extra = [te.logits(*text, *spliced, None if patches is None else splice(patches, k, cut))
+                     for te in teachers]
         q = text[0], torch.cat([frames, spliced[0]]), torch.cat([mask, spliced[1]]), *text[1:]
         t, v, scores = net(*q) if model.needs_words else net(q[0], q[1], q[2], None, None)
         logits = model.logit_scale * t @ v.t()                                        # [B, B + k]
@@ -451,6 +456,19 @@ def train_student(cfg: TrainConfig, features_train: FeatureSet, features_val: Fe
     return _fit(model, step_loss, evaluate, cfg, features_train.texts.video,
                 out_dir, resume, progress, desc, lambda m: m.save(Path(out_dir) / "best.pt"), stop_after,
                 prepare=teacher_targets)
+
+
+def splice_cut(share: float, frames: int) -> int:
+    """Where recombine cuts: `share` of the frames (at least 1, at most frames - 1), or, for share 0, a cut drawn
+    from torch's generator (seeded per epoch by the trainer, so a run is reproducible)."""
+    if share > 0:
+        return min(frames - 1, max(1, round(share * frames)))
+    return int(torch.randint(1, frames, ()).item())
+
+
+def splice(x: torch.Tensor, k: int, cut: int) -> torch.Tensor:
+    """k clips of the batch x [B, T, ...]: clip i's frames before `cut`, then clip i + 1's from `cut` on."""
+    return torch.cat([x[:k, :cut], x.roll(-1, 0)[:k, cut:]], 1)
 
 
 def train_teacher(cfg: TrainConfig, features_train: FeatureSet, features_val: FeatureSet,

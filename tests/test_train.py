@@ -136,3 +136,19 @@ def test_recombine_teaches_on_spliced_clips_the_captions_never_cover(data):
     assert h1[-1]["coarse"] != h0[-1]["coarse"] and math.isfinite(h1[-1]["loss"])
     with pytest.raises(ValueError, match="recombine"):
         TrainConfig(recombine=2)
+
+
+def test_splice_takes_the_first_frames_of_one_clip_and_the_rest_of_the_next():
+    from teachclip_lite.train import splice, splice_cut
+
+    x = torch.arange(3)[:, None].expand(3, 6)          # clip i's frames all read i
+    assert splice(x, 2, 4).tolist() == [[0, 0, 0, 0, 1, 1], [1, 1, 1, 1, 2, 2]]
+    assert splice(x, 3, 2)[2].tolist() == [2, 2, 0, 0, 0, 0]   # the last clip wraps to the first
+    assert splice_cut(0.5, 12) == 6 and splice_cut(0.01, 12) == 1
+    torch.manual_seed(0)
+    cuts = [splice_cut(0.0, 12) for _ in range(50)]
+    assert set(cuts) <= set(range(1, 12)) and len(set(cuts)) > 5
+    torch.manual_seed(0)
+    assert [splice_cut(0.0, 12) for _ in range(50)] == cuts   # seeded: reproducible
+    with pytest.raises(ValueError, match="recombine_cut"):
+        TrainConfig(recombine_cut=1.0)
