@@ -73,7 +73,7 @@ RANGES = {"epochs": (1, None), "batch_size": (2, None), "lr": "> 0", "eps": "> 0
           "warmup": (0, 1), "threads": (1, None), "grad_clip": (0, None), "temporal_lr_mult": (0, None),
           "afa_lr_mult": (0, None), "query_lr_mult": (0, None), "layers": (0, None), "heads": (0, None),
           "afa_temperature": "> 0", "afa_hidden": (0, None), "logit_scale": "> 0", "dim": (1, None),
-          "num_frames": (1, None), "recombine": (0, 1)}
+          "num_frames": (1, None), "recombine": (0, 1), "recombine_cut": (0, 1)}
 
 
 def _check_settings(path: Path, cfg: dict) -> None:
