@@ -1,5 +1,6 @@
 """The ablation runner on a small feature-space world: every model, the table, the ground truth."""
 import pytest
+import torch
 
 from teachclip_lite.experiments import ALL_MODELS, STUDENTS, ExperimentConfig, run_experiments, synthetic_features
 from teachclip_lite.train import TrainConfig
@@ -58,3 +59,29 @@ def test_the_registry_names_every_model_once():
     assert all(get_model(m).is_student != (m.startswith("teacher_")) for m in REGISTRY)
     with pytest.raises(ValueError, match="unknown model"):
         get_model("teachclip_xl")
+
+
+def _index_after_fork(x):
+    from teachclip_lite import experiments
+
+    experiments._one_thread()
+    return float(x[torch.arange(0, len(x), 2)].sum())
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="no fork here")
+def test_a_forked_worker_does_not_hang_on_the_parents_thread_pool():
+    """What experiments' workers do first: without it a child's first parallel op waited forever on the OpenMP
+    pool the parent had started (seen in make bench; 10 lines reproduce it)."""
+    from multiprocessing import get_context
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.randn(4000, 12, 64)
+        (x @ x.transpose(1, 2)).sum()       # the parent's pool is up
+        x[torch.arange(0, len(x), 2)].sum()
+        with get_context("fork").Pool(1) as pool:
+            assert pool.apply_async(_index_after_fork, (x,)).get(timeout=120) == pytest.approx(
+                float(x[torch.arange(0, len(x), 2)].sum()), rel=1e-4)
+    finally:
+        torch.set_num_threads(threads)
