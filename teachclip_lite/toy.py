@@ -61,6 +61,9 @@ class ToyConfig:
     query_events: int = 2                # events a val/test query describes
     sibling_frac: float = 0.4            # share of clips that come as colour-swapped pairs
     decoys: int = 0                      # decoy events per clip: moving shapes in DECOY_COLOURS, never captioned
+    cuts: int = 0                        # "cuts" per clip: short shots of other content, in the captioned
+                                         # colours and shapes, that no caption of this clip describes
+    cut_frames: tuple[int, int] = (2, 3)
     workers: int = 2
 
 
@@ -72,6 +75,7 @@ class Event:
     start: int = 0   # first native frame
     end: int = 0     # one past the last native frame
     decoy: bool = False  # content no caption describes (a shot of something else)
+    cut: bool = False    # a decoy in the captioned vocabulary, cut_frames long
 
     def phrase(self) -> str:
         article = "an" if self.colour[0] in "aeiou" else "a"
@@ -179,6 +183,10 @@ def _random_events(rng: np.random.Generator, cfg: ToyConfig) -> list[Event]:
         d = Event(str(rng.choice(list(DECOY_COLOURS))), str(rng.choice(SHAPES)), str(rng.choice(list(MOTIONS))),
                   decoy=True)
         events.insert(int(rng.integers(len(events) + 1)), d)
+    for _ in range(cfg.cuts):     # a cut looks like any other clip's content: only the captions tell it apart
+        d = Event(str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES)), str(rng.choice(list(MOTIONS))),
+                  decoy=True, cut=True)
+        events.insert(int(rng.integers(len(events) + 1)), d)
     return events
 
 
@@ -190,7 +198,8 @@ def _layout(rng: np.random.Generator, events: list[Event], cfg: ToyConfig):
         fillers.append((t, t + g, FILLERS[int(rng.integers(len(FILLERS)))]))
         t += g
         if i < len(events):
-            n = int(rng.integers(cfg.event_frames[0], cfg.event_frames[1] + 1))
+            lo, hi = cfg.cut_frames if events[i].cut else cfg.event_frames
+            n = int(rng.integers(lo, hi + 1))
             events[i].start, events[i].end = t, t + n
             t += n
     return t, fillers
@@ -230,7 +239,7 @@ def plan_world(cfg: ToyConfig) -> list[ToyVideo]:
             if rng.random() < cfg.sibling_frac and i + 1 < n:
                 real = [i for i, e in enumerate(events) if not e.decoy]   # colours rotate among the real events
                 colour = {i: events[j].colour for i, j in zip(real, np.roll(real, 1))}
-                group.append([Event(colour.get(i, e.colour), e.shape, e.motion, decoy=e.decoy)
+                group.append([Event(colour.get(i, e.colour), e.shape, e.motion, decoy=e.decoy, cut=e.cut)
                               for i, e in enumerate(events)])
             names = [f"videos/{split}_{i + j:05d}.mp4" for j in range(len(group))]
             for j, evs in enumerate(group):
@@ -256,7 +265,7 @@ def render_video(v: ToyVideo, cfg: ToyConfig) -> np.ndarray:
 def to_record(v: ToyVideo) -> dict:
     """The ground-truth record of a clip, as stored in truth.jsonl."""
     return {"video": v.video, "split": v.split, "num_frames": v.num_frames, "sibling": v.sibling,
-            "events": [asdict(e) for e in v.events], "fillers": [list(f) for f in v.fillers],
+            "events": [{k: x for k, x in asdict(e).items() if k != "cut" or x} for e in v.events], "fillers": [list(f) for f in v.fillers],
             "captions": v.captions}
 
 

@@ -64,3 +64,21 @@ def test_generate_resumes_and_skips_finished(tmp_path):
     generate(out, cfg, progress=False)
     assert victim.stat().st_mtime_ns == mtime  # finished clips are not rewritten
     assert (out / ".complete").exists()
+
+
+def test_cuts_are_short_uncaptioned_shots_in_the_captioned_vocabulary():
+    from teachclip_lite.toy import COLOURS, to_record
+    cfg = ToyConfig(n_train=40, n_val=10, n_test=10, cuts=1, cut_frames=(3, 4), sibling_frac=0.5)
+    world = plan_world(cfg)
+    for v in world:
+        cuts = [i for i, e in enumerate(v.events) if e.cut]
+        assert len(cuts) == 1 and v.events[cuts[0]].decoy
+        cut = v.events[cuts[0]]
+        assert cut.colour in COLOURS and 3 <= cut.end - cut.start <= 4
+        for c in v.captions:
+            assert cuts[0] not in c["events"]
+        rec = to_record(v)
+        assert rec["events"][cuts[0]]["cut"] is True
+        assert not set(range(cut.start, cut.end)) & set(event_frames(rec))
+    plain = plan_world(ToyConfig(n_train=10, n_val=2, n_test=2))
+    assert not any("cut" in e for v in plain for e in to_record(v)["events"])
