@@ -64,6 +64,8 @@ class ToyConfig:
     cuts: int = 0                        # "cuts" per clip: short shots of other content, in the captioned
                                          # colours and shapes, that no caption of this clip describes
     cut_frames: tuple[int, int] = (2, 3)
+    unique_queries: bool = False         # val/test: no two queries describe the same events (colour, shape,
+                                         # motion), so a perfect reader of the query could single out its clip
     workers: int = 2
 
 
@@ -227,12 +229,17 @@ def _captions(rng: np.random.Generator, v: ToyVideo, cfg: ToyConfig) -> None:
         v.captions.append({"caption": caption_for(v.events, which, rng), "events": which, "frames": frames})
 
 
+def _query_key(v: ToyVideo) -> frozenset:
+    """What a val/test clip's query says: the attributes of the events it describes."""
+    return frozenset((e.colour, e.shape, e.motion) for e in (v.events[i] for i in v.captions[0]["events"]))
+
+
 def plan_world(cfg: ToyConfig) -> list[ToyVideo]:
     """Every clip's events, timeline and captions, drawn from the seed (no pixels yet)."""
     videos: list[ToyVideo] = []
     for split, n in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_test)):
         rng = np.random.default_rng([cfg.seed, ("train", "val", "test").index(split)])
-        i = 0
+        i, tries, seen = 0, 0, set()
         while i < n:
             events = _random_events(rng, cfg)
             group = [events]
@@ -242,12 +249,22 @@ def plan_world(cfg: ToyConfig) -> list[ToyVideo]:
                 group.append([Event(colour.get(i, e.colour), e.shape, e.motion, decoy=e.decoy, cut=e.cut)
                               for i, e in enumerate(events)])
             names = [f"videos/{split}_{i + j:05d}.mp4" for j in range(len(group))]
+            made = []
             for j, evs in enumerate(group):
                 num, fillers = _layout(rng, evs, cfg)
                 v = ToyVideo(names[j], split, num, evs, fillers,
                              sibling=names[1 - j] if len(group) == 2 else None)
                 _captions(rng, v, cfg)
-                videos.append(v)
+                made.append(v)
+            if cfg.unique_queries and split != "train":
+                keys = [_query_key(v) for v in made]
+                if len(set(keys)) < len(keys) or set(keys) & seen:
+                    tries += 1
+                    if tries > 10_000:
+                        raise ValueError(f"ToyConfig.unique_queries: cannot draw {n} distinct {split} queries")
+                    continue       # redraw this clip: its query would match an earlier one
+                seen.update(keys)
+            videos += made
             i += len(group)
     return videos
 

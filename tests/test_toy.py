@@ -82,3 +82,19 @@ def test_cuts_are_short_uncaptioned_shots_in_the_captioned_vocabulary():
         assert not set(range(cut.start, cut.end)) & set(event_frames(rec))
     plain = plan_world(ToyConfig(n_train=10, n_val=2, n_test=2))
     assert not any("cut" in e for v in plain for e in to_record(v)["events"])
+
+
+def test_unique_queries_single_out_their_clip():
+    import pytest
+    from teachclip_lite.toy import _query_key
+    cfg = ToyConfig(n_train=20, n_val=30, n_test=120, events=(1, 1), query_events=1, sibling_frac=0.5,
+                    unique_queries=True)
+    world = plan_world(cfg)
+    for split, n in (("val", 30), ("test", 120)):
+        keys = [_query_key(v) for v in world if v.split == split]
+        assert len(keys) == n and len(set(keys)) == n
+    loose = [_query_key(v) for v in plan_world(ToyConfig(n_train=0, n_val=0, n_test=120, events=(1, 1),
+                                                         query_events=1)) if v.split == "test"]
+    assert len(set(loose)) < len(loose)    # without the option, one-event queries repeat
+    with pytest.raises(ValueError, match="unique_queries"):
+        plan_world(ToyConfig(n_train=0, n_val=0, n_test=241, events=(1, 1), query_events=1, unique_queries=True))
