@@ -368,9 +368,7 @@ def _decode_at(container, stream, targets: np.ndarray, keys: np.ndarray) -> list
                 continue
             current = frame.pts
             if frame.pts >= target:
-                # threads=1: no swscale slice-thread pool; in the decoder's forked child such a pool hung
-                # (futex in avpriv_slicethread_free, seen in .ci/run), and frames here are small
-                rgb = frame.to_ndarray(format="rgb24", threads=1)
+                rgb = frame.to_ndarray(format="rgb24")
                 k = round(getattr(frame, "rotation", 0) / 90) % 4
                 out.append(np.ascontiguousarray(np.rot90(rgb, k=k)) if k else rgb)
                 break
