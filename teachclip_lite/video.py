@@ -354,6 +354,26 @@ def _read_pyav(path: Path, choose):
     return [got[i] for i in pos], starts, idx, mask, n, video_fps
 
 
+_REFORMATTERS: dict = {}
+
+
+def _to_rgb(frame) -> np.ndarray:
+    """A decoded frame as RGB through this process's own one-thread swscale context. PyAV >= 18.1.1 keeps
+    one context per thread in a thread-local, which a forked decoder child inherits from its parent with the
+    parent's slice-thread pool but not its threads: reusing or freeing it hung the child (a futex in
+    avpriv_slicethread_free). A context made in this process, never freed, inherits nothing."""
+    from av.video.reformatter import VideoReformatter
+
+    pid = os.getpid()
+    if pid not in _REFORMATTERS:   # a parent's entry stays referenced: freeing it may hang
+        _REFORMATTERS[pid] = VideoReformatter()
+    try:
+        out = _REFORMATTERS[pid].reformat(frame, format="rgb24", threads=1)
+    except TypeError:              # PyAV < 17: no threads argument (nor slice threads)
+        out = _REFORMATTERS[pid].reformat(frame, format="rgb24")
+    return out.to_ndarray()
+
+
 def _decode_at(container, stream, targets: np.ndarray, keys: np.ndarray) -> list[np.ndarray]:
     """RGB frames at the given pts (sorted), upright; seeks only when a keyframe lies in between."""
     out, frames, current = [], None, None
@@ -368,7 +388,7 @@ def _decode_at(container, stream, targets: np.ndarray, keys: np.ndarray) -> list
                 continue
             current = frame.pts
             if frame.pts >= target:
-                rgb = frame.to_ndarray(format="rgb24")
+                rgb = _to_rgb(frame)
                 k = round(getattr(frame, "rotation", 0) / 90) % 4
                 out.append(np.ascontiguousarray(np.rot90(rgb, k=k)) if k else rgb)
                 break
